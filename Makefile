@@ -1,0 +1,46 @@
+# The README's two commands: `make demo` and `make test`. Everything they need
+# is set up here, on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA := deploy/kafka/kafka.sh
+
+.PHONY: setup demo test lint unit broker acceptance bench kafka-up kafka-down clean
+
+$(BIN)/shopwatch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/shopwatch
+
+lint: setup
+	$(BIN)/ruff check .
+
+kafka-up:
+	$(KAFKA) up
+
+kafka-down:
+	$(KAFKA) down
+
+# Everything: lint, unit and property tests, broker tests on the real Kafka
+# broker (started here unless KAFKA_BOOTSTRAP names a cluster), acceptance.
+test: setup
+	$(BIN)/ruff check .
+	$(KAFKA) up
+	$(BIN)/python -m pytest -q
+	../shared/acceptance/check || [ ! -d ../shared/acceptance ]
+
+acceptance: setup
+	../shared/acceptance/check
+
+bench: setup
+	$(BIN)/python bench/replay_bench.py
+
+demo: setup
+	$(KAFKA) up
+	bash deploy/demo.sh
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

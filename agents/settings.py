@@ -1,0 +1,32 @@
+"""Settings of the shells, all from the environment (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    v = os.environ.get(name)
+    return v if v not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP", "127.0.0.1:" + _env("KAFKA_PORT", "9092")))
+    app_id: str = field(default_factory=lambda: _env("SHOPWATCH_APP_ID", "shopwatch"))
+    topic_prefix: str = field(default_factory=lambda: _env("SHOPWATCH_TOPIC_PREFIX", ""))
+    partitions: int = field(default_factory=lambda: int(_env("SHOPWATCH_PARTITIONS", "4")))
+    replication_factor: int = field(default_factory=lambda: int(_env("SHOPWATCH_REPLICATION", "1")))
+    data_dir: str = field(default_factory=lambda: _env("SHOPWATCH_DATA_DIR", "var/shopwatch"))
+    web_port: int = field(default_factory=lambda: int(_env("SHOPWATCH_WEB_PORT", "6066")))
+    clock: str = field(default_factory=lambda: _env("SHOPWATCH_CLOCK", "wall"))  # "wall" or "event"
+
+    def topic(self, default_name: str) -> str:
+        """Topic names are configurable: SHOPWATCH_TOPIC_ORDERS=... or a common prefix."""
+        env = "SHOPWATCH_TOPIC_" + default_name.split(".", 1)[1].upper()
+        return _env(env, self.topic_prefix + default_name)
+
+
+def settings() -> Settings:
+    return Settings()

@@ -1,0 +1,373 @@
+"""The input event contract (shared/spec/events.md): bytes -> validated event dict.
+
+Events stay plain dicts (the hot path of replay and of the workers touches
+millions of them); validation fills the documented defaults and adds one
+derived field, ``ts_us``: the event time as integer microseconds since the
+Unix epoch (UTC). That is the one time convention of the whole project.
+
+Choices where the spec is silent (an ops team's expectations):
+- ``event_id`` 1-128 chars and ``shop_id`` 1-64 chars; every other id
+  (``order_id``, ``refund_id``, ``session_id``, ``complaint_id``, ...) is a
+  non-empty string of at most 128 chars.
+- Optional fields present with JSON ``null`` are treated as absent.
+- A ``presale`` object must have exactly one of ``ship_by`` (YYYY-MM-DD) or
+  ``ship_within_days`` (int >= 0).
+- ``damage_ratio`` must be a number in [0, 1].
+- When a topic is given, an event whose type does not belong to that topic is
+  invalid (it would be partitioned by the wrong key).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+import orjson
+
+PLATFORMS = ("xiaohongshu", "douyin", "kuaishou", "jd", "tmall")
+TRADE_TYPES = ("domestic", "bonded", "direct_mail")
+RESPONSIBLE = ("merchant", "buyer", "both", "none")
+REFUND_KINDS = ("refund_only", "return_refund", "exchange")
+REFUND_REASONS = (
+    "no_reason", "quality", "not_as_described", "damaged", "spoiled", "wrong_item",
+    "counterfeit", "logistics", "not_received", "other",
+)
+QUALITY_REASONS = frozenset(("quality", "not_as_described", "damaged", "spoiled", "wrong_item", "counterfeit"))
+LOGISTICS_REASONS = frozenset(("logistics", "not_received"))
+CUSTOMS_STATUSES = ("declared", "cleared", "held", "exception")
+EXCEPTION_REASONS = ("lost", "damaged", "returned", "rejected", "address", "other")
+SENDERS = ("buyer", "agent", "bot", "system")
+
+# Default topic names, and which event types travel on each.
+TOPIC_ORDERS = "shop.orders"
+TOPIC_SHIPMENTS = "shop.shipments"
+TOPIC_REFUNDS = "shop.refunds"
+TOPIC_CHATS = "shop.chats"
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract; ``str(exc)`` is the reason for the DLQ."""
+
+
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_ts_us(value: object, field: str = "ts") -> int:
+    """RFC 3339 with an offset -> microseconds since the epoch. Raises InvalidEvent."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{field}: expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    if not _TS_RE.match(value):
+        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", value):
+            raise InvalidEvent(f"{field}: timestamp without offset: {value!r}")
+        raise InvalidEvent(f"{field}: not an RFC 3339 timestamp: {value!r}")
+    s = value
+    frac = ""
+    # datetime.fromisoformat takes at most 6 fraction digits; keep microseconds.
+    dot = s.find(".")
+    if dot != -1:
+        end = dot + 1
+        while end < len(s) and s[end].isdigit():
+            end += 1
+        frac = s[dot + 1:end]
+        s = s[:dot] + s[end:]
+    if s[-1] in "Zz":
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError as exc:
+        raise InvalidEvent(f"{field}: not an RFC 3339 timestamp: {value!r} ({exc})") from None
+    us = int(dt.timestamp()) * 1_000_000
+    if frac:
+        us += int((frac + "000000")[:6])
+    return us
+
+
+def _str(ev: dict, f: str, req: bool, maxlen: int = 128) -> None:
+    v = ev.get(f)
+    if v is None:
+        if req:
+            raise InvalidEvent(f"missing field {f}")
+        ev.pop(f, None)
+        return
+    if not isinstance(v, str):
+        raise InvalidEvent(f"{f}: expected string, got {type(v).__name__}")
+    if not 1 <= len(v) <= maxlen:
+        raise InvalidEvent(f"{f}: length must be 1-{maxlen}")
+
+
+def _enum(ev: dict, f: str, allowed: tuple, req: bool, default: str | None = None) -> None:
+    v = ev.get(f)
+    if v is None:
+        if req:
+            raise InvalidEvent(f"missing field {f}")
+        if default is None:
+            ev.pop(f, None)
+        else:
+            ev[f] = default
+        return
+    if v not in allowed:
+        raise InvalidEvent(f"{f}: {v!r} is not one of {', '.join(allowed)}")
+
+
+def _bool(ev: dict, f: str) -> None:
+    v = ev.get(f)
+    if v is None:
+        ev[f] = False
+    elif v is not True and v is not False:
+        raise InvalidEvent(f"{f}: expected boolean, got {type(v).__name__}")
+
+
+def _amount(ev: dict, f: str, req: bool) -> None:
+    v = ev.get(f)
+    if v is None:
+        if req:
+            raise InvalidEvent(f"missing field {f}")
+        ev.pop(f, None)
+        return
+    if type(v) is not int:
+        raise InvalidEvent(f"{f}: expected integer fen, got {type(v).__name__}")
+    if v < 0:
+        raise InvalidEvent(f"{f}: negative amount {v}")
+
+
+def _rating(ev: dict, f: str, req: bool) -> None:
+    v = ev.get(f)
+    if v is None:
+        if req:
+            raise InvalidEvent(f"missing field {f}")
+        ev.pop(f, None)
+        return
+    if type(v) is not int:
+        raise InvalidEvent(f"{f}: expected integer rating, got {type(v).__name__}")
+    if not 1 <= v <= 5:
+        raise InvalidEvent(f"{f}: rating {v} outside 1-5")
+
+
+def _presale(ev: dict) -> None:
+    p = ev.get("presale")
+    if p is None:
+        ev.pop("presale", None)
+        return
+    if not isinstance(p, dict):
+        raise InvalidEvent("presale: expected an object")
+    ship_by, within = p.get("ship_by"), p.get("ship_within_days")
+    if (ship_by is None) == (within is None):
+        raise InvalidEvent("presale: needs exactly one of ship_by, ship_within_days")
+    if ship_by is not None:
+        if not isinstance(ship_by, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", ship_by):
+            raise InvalidEvent("presale.ship_by: expected YYYY-MM-DD")
+        try:
+            date.fromisoformat(ship_by)
+        except ValueError:
+            raise InvalidEvent(f"presale.ship_by: not a date: {ship_by!r}") from None
+    elif type(within) is not int or within < 0:
+        raise InvalidEvent("presale.ship_within_days: expected an integer >= 0")
+
+
+def _v_order_paid(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _amount(ev, "amount_fen", True)
+    _enum(ev, "trade_type", TRADE_TYPES, False, "domestic")
+    cat = ev.get("category")
+    if cat is None:
+        ev["category"] = "general"
+    elif not isinstance(cat, str):
+        raise InvalidEvent("category: expected string")
+    for f in ("cod", "virtual", "live"):
+        _bool(ev, f)
+    _presale(ev)
+    if ev.get("promised_ship_by") is not None:
+        ev["promised_ship_by_us"] = parse_ts_us(ev["promised_ship_by"], "promised_ship_by")
+    else:
+        ev.pop("promised_ship_by", None)
+
+
+def _v_order_shipped(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _str(ev, "carrier", False)
+    _str(ev, "tracking_no", False)
+    _bool(ev, "no_logistics")
+
+
+def _v_order_cancelled(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    r = ev.get("reason")
+    if r is not None and not isinstance(r, str):
+        raise InvalidEvent("reason: expected string")
+
+
+def _v_review(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _rating(ev, "product_rating", True)
+    _rating(ev, "service_rating", False)
+    _rating(ev, "logistics_rating", False)
+
+
+def _v_complaint_filed(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _str(ev, "complaint_id", True)
+
+
+def _v_complaint_judged(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _str(ev, "complaint_id", True)
+    _enum(ev, "responsible", RESPONSIBLE, True)
+    _bool(ev, "malicious")
+
+
+def _v_shipment(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _str(ev, "tracking_no", False)
+    loc = ev.get("location")
+    if loc is not None and not isinstance(loc, str):
+        raise InvalidEvent("location: expected string")
+
+
+def _v_customs(ev: dict) -> None:
+    _v_shipment(ev)
+    _enum(ev, "status", CUSTOMS_STATUSES, True)
+
+
+def _v_exception(ev: dict) -> None:
+    _v_shipment(ev)
+    _enum(ev, "reason", EXCEPTION_REASONS, False, "other")
+
+
+def _v_refund(ev: dict) -> None:
+    _str(ev, "order_id", True)
+    _str(ev, "refund_id", True)
+
+
+def _v_refund_requested(ev: dict) -> None:
+    _v_refund(ev)
+    _enum(ev, "kind", REFUND_KINDS, True)
+    _enum(ev, "reason", REFUND_REASONS, False, "other")
+    _amount(ev, "amount_fen", False)
+    _bool(ev, "no_return")
+    d = ev.get("damage_ratio")
+    if d is None:
+        ev.pop("damage_ratio", None)
+    elif type(d) not in (int, float) or not 0 <= d <= 1:
+        raise InvalidEvent("damage_ratio: expected a number in [0, 1]")
+
+
+def _v_refund_rejected(ev: dict) -> None:
+    _v_refund(ev)
+    n = ev.get("note")
+    if n is not None and not isinstance(n, str):
+        raise InvalidEvent("note: expected string")
+
+
+def _v_refund_judged(ev: dict) -> None:
+    _v_refund(ev)
+    _enum(ev, "responsible", RESPONSIBLE, True)
+
+
+def _v_refund_completed(ev: dict) -> None:
+    _v_refund(ev)
+    _amount(ev, "amount_fen", False)
+
+
+def _v_chat(ev: dict) -> None:
+    _str(ev, "session_id", True)
+
+
+def _v_chat_started(ev: dict) -> None:
+    _v_chat(ev)
+    _str(ev, "buyer_id", False)
+
+
+def _v_chat_assigned(ev: dict) -> None:
+    _v_chat(ev)
+    _str(ev, "agent_id", False)
+
+
+def _v_chat_message(ev: dict) -> None:
+    _v_chat(ev)
+    _enum(ev, "sender", SENDERS, True)
+
+
+def _v_chat_rated(ev: dict) -> None:
+    _v_chat(ev)
+    _rating(ev, "rating", True)
+
+
+# type -> (topic, validator)
+EVENT_TYPES: dict[str, tuple[str, object]] = {
+    "order.paid": (TOPIC_ORDERS, _v_order_paid),
+    "order.shipped": (TOPIC_ORDERS, _v_order_shipped),
+    "order.cancelled": (TOPIC_ORDERS, _v_order_cancelled),
+    "review.posted": (TOPIC_ORDERS, _v_review),
+    "complaint.filed": (TOPIC_ORDERS, _v_complaint_filed),
+    "complaint.judged": (TOPIC_ORDERS, _v_complaint_judged),
+    "shipment.picked_up": (TOPIC_SHIPMENTS, _v_shipment),
+    "shipment.in_transit": (TOPIC_SHIPMENTS, _v_shipment),
+    "shipment.out_for_delivery": (TOPIC_SHIPMENTS, _v_shipment),
+    "shipment.signed": (TOPIC_SHIPMENTS, _v_shipment),
+    "shipment.customs": (TOPIC_SHIPMENTS, _v_customs),
+    "shipment.exception": (TOPIC_SHIPMENTS, _v_exception),
+    "shipment.fake_flagged": (TOPIC_SHIPMENTS, _v_shipment),
+    "refund.requested": (TOPIC_REFUNDS, _v_refund_requested),
+    "refund.approved": (TOPIC_REFUNDS, _v_refund),
+    "refund.rejected": (TOPIC_REFUNDS, _v_refund_rejected),
+    "refund.return_shipped": (TOPIC_REFUNDS, _v_refund),
+    "refund.return_signed": (TOPIC_REFUNDS, _v_refund),
+    "refund.received": (TOPIC_REFUNDS, _v_refund),
+    "refund.intervened": (TOPIC_REFUNDS, _v_refund),
+    "refund.judged": (TOPIC_REFUNDS, _v_refund_judged),
+    "refund.completed": (TOPIC_REFUNDS, _v_refund_completed),
+    "refund.closed": (TOPIC_REFUNDS, _v_refund),
+    "refund.proof_uploaded": (TOPIC_REFUNDS, _v_refund),
+    "chat.started": (TOPIC_CHATS, _v_chat_started),
+    "chat.assigned": (TOPIC_CHATS, _v_chat_assigned),
+    "chat.message": (TOPIC_CHATS, _v_chat_message),
+    "chat.closed": (TOPIC_CHATS, _v_chat),
+    "chat.rated": (TOPIC_CHATS, _v_chat_rated),
+}
+
+TOPIC_OF_TYPE = {t: topic for t, (topic, _) in EVENT_TYPES.items()}
+INPUT_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS, TOPIC_CHATS)
+_PLATFORMS = frozenset(PLATFORMS)
+
+
+def validate(ev: object, topic: str | None = None) -> dict:
+    """Check a decoded JSON value against the contract, in place; returns it.
+
+    ``topic`` is the *default* topic name of the source (shop.orders, ...).
+    """
+    if not isinstance(ev, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(ev).__name__}")
+    t = ev.get("type")
+    if t is None:
+        raise InvalidEvent("missing field type")
+    spec = EVENT_TYPES.get(t) if isinstance(t, str) else None
+    if spec is None:
+        raise InvalidEvent(f"type: unknown event type {t!r}")
+    _str(ev, "event_id", True, 128)
+    if "ts" not in ev:
+        raise InvalidEvent("missing field ts")
+    ev["ts_us"] = parse_ts_us(ev["ts"])
+    p = ev.get("platform")
+    if p is None:
+        raise InvalidEvent("missing field platform")
+    if not isinstance(p, str) or p not in _PLATFORMS:
+        raise InvalidEvent(f"platform: {p!r} is not one of {', '.join(PLATFORMS)}")
+    _str(ev, "shop_id", True, 64)
+    if topic is not None and spec[0] != topic:
+        raise InvalidEvent(f"type: {t} does not belong on topic {topic}")
+    spec[1](ev)
+    return ev
+
+
+def decode(raw: bytes | str, topic: str | None = None) -> dict:
+    """Bytes (one JSON object) -> validated event dict. Raises InvalidEvent."""
+    try:
+        ev = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"bad JSON: {exc}") from None
+    return validate(ev, topic)
+
+
+def key_of(ev: dict) -> str:
+    """The partition key of an event on its input topic (order_id or session_id)."""
+    return ev["session_id"] if TOPIC_OF_TYPE[ev["type"]] == TOPIC_CHATS else ev["order_id"]
