@@ -15,6 +15,12 @@ Choices where the spec is silent (an ops team's expectations):
 - ``damage_ratio`` must be a number in [0, 1].
 - When a topic is given, an event whose type does not belong to that topic is
   invalid (it would be partitioned by the wrong key).
+- A field the spec lists without ``?`` and without a default is required
+  (``refund.requested`` ``reason`` and ``amount_fen``, ``shipment.exception``
+  ``reason``); the booleans ``no_return`` and ``malicious`` default to false
+  like the other flags (producers omit ``no_return`` when it is false).
+- ``schemas/event.schema.json`` is the same contract as JSON Schema; the two
+  are kept in step by tests/test_schemas.py.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ class InvalidEvent(ValueError):
     """An event that breaks the contract; ``str(exc)`` is the reason for the DLQ."""
 
 
-_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$")
+# ASCII digits only (``\d`` would take any Unicode digit, e.g. in the fraction); the
+# offset's minutes are 00-59 (fromisoformat would take "+05:60").
+_TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:[0-5]\d)$", re.ASCII)
 
 
 def parse_ts_us(value: object, field: str = "ts") -> int:
@@ -180,6 +188,7 @@ def _v_order_paid(ev: dict) -> None:
         ev["promised_ship_by_us"] = parse_ts_us(ev["promised_ship_by"], "promised_ship_by")
     else:
         ev.pop("promised_ship_by", None)
+        ev.pop("promised_ship_by_us", None)  # derived only: never trust one sent by the producer
 
 
 def _v_order_shipped(ev: dict) -> None:
@@ -230,7 +239,7 @@ def _v_customs(ev: dict) -> None:
 
 def _v_exception(ev: dict) -> None:
     _v_shipment(ev)
-    _enum(ev, "reason", EXCEPTION_REASONS, False, "other")
+    _enum(ev, "reason", EXCEPTION_REASONS, True)
 
 
 def _v_refund(ev: dict) -> None:
@@ -241,8 +250,8 @@ def _v_refund(ev: dict) -> None:
 def _v_refund_requested(ev: dict) -> None:
     _v_refund(ev)
     _enum(ev, "kind", REFUND_KINDS, True)
-    _enum(ev, "reason", REFUND_REASONS, False, "other")
-    _amount(ev, "amount_fen", False)
+    _enum(ev, "reason", REFUND_REASONS, True)
+    _amount(ev, "amount_fen", True)
     _bool(ev, "no_return")
     d = ev.get("damage_ratio")
     if d is None:
@@ -256,6 +265,11 @@ def _v_refund_rejected(ev: dict) -> None:
     n = ev.get("note")
     if n is not None and not isinstance(n, str):
         raise InvalidEvent("note: expected string")
+
+
+def _v_refund_return_shipped(ev: dict) -> None:
+    _v_refund(ev)
+    _str(ev, "tracking_no", False)
 
 
 def _v_refund_judged(ev: dict) -> None:
@@ -310,7 +324,7 @@ EVENT_TYPES: dict[str, tuple[str, object]] = {
     "refund.requested": (TOPIC_REFUNDS, _v_refund_requested),
     "refund.approved": (TOPIC_REFUNDS, _v_refund),
     "refund.rejected": (TOPIC_REFUNDS, _v_refund_rejected),
-    "refund.return_shipped": (TOPIC_REFUNDS, _v_refund),
+    "refund.return_shipped": (TOPIC_REFUNDS, _v_refund_return_shipped),
     "refund.return_signed": (TOPIC_REFUNDS, _v_refund),
     "refund.received": (TOPIC_REFUNDS, _v_refund),
     "refund.intervened": (TOPIC_REFUNDS, _v_refund),

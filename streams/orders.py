@@ -1,0 +1,581 @@
+"""Per-order logic: the order, its parcel, its reviews, complaints and refunds.
+
+Everything keyed by ``order_id`` (shop.orders, shop.shipments, shop.refunds are
+co-partitioned) lives in one ``OrderState``. Facts that may happen more than
+once keep the earliest ``ts`` (rules.md §1), so indicator items depend only on
+the set of events seen, never on their arrival order.
+
+Alert lifecycle (rules.md §8): a timer checks its condition when it fires; an
+event that ends the condition before then cancels it (the timer is no longer
+wanted by ``timers``); one that ends it later resolves the alert with ``at`` =
+that event's ``ts``.
+
+Choices where the spec is silent (written down here):
+- "Orders due" leave out an order cancelled before its latest ship time without
+  having shipped by then (§3); one cancelled later, unshipped, counts as late.
+- Package alerts need no ``order.paid``: scans of an order whose payment has not
+  arrived yet are watched with the domestic thresholds until it does.
+- Any carrier scan ends a pending ``delivery_timeout`` (its resolving event);
+  only a new ``out_for_delivery`` starts the next one.
+- 坏单包赔 payouts use the order's ``amount_fen`` (the refund's when the order
+  is unknown).
+"""
+
+from __future__ import annotations
+
+from shopwatch.schemas.events import LOGISTICS_REASONS, QUALITY_REASONS
+
+from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolved_summary
+from .clock import DAY_US, HOUR_US
+from .config import Rules
+from .deadlines import latest_ship_time_us
+from .logic import Effects, diff_items
+
+_ENDS = ("completed", "closed")
+_MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
+_BLAME = ("merchant", "both")
+
+
+class Refund:
+    __slots__ = ("rid", "kind", "reason", "no_return", "amount", "damage_ratio", "t", "seq", "responsible",
+                 "judged_us")
+
+    def __init__(self, rid: str) -> None:
+        self.rid = rid
+        self.kind = None
+        self.reason = None
+        self.no_return = False
+        self.amount = None
+        self.damage_ratio = None
+        self.t: dict[str, int] = {}  # refund step -> earliest ts_us
+        self.seq: list[list] = []  # [ts_us, step] of every step, for awaiting-buyer time
+        self.responsible = None
+        self.judged_us = None
+
+    @property
+    def requested_us(self):
+        return self.t.get("requested")
+
+    @property
+    def end_us(self):
+        t = self.t
+        c, x = t.get("completed"), t.get("closed")
+        if c is None:
+            return x
+        return c if x is None or c <= x else x
+
+    def merchant_step_us(self):
+        ts = [self.t[s] for s in _MERCHANT_STEPS if s in self.t]
+        return min(ts) if ts else None
+
+    def awaiting_buyer_us(self) -> int:
+        """待用户处理时长 (rules.md §3)."""
+        end = self.end_us
+        total, since, mode = 0, None, None
+        for ts, step in sorted(self.seq):
+            if end is not None and ts > end:
+                break
+            if step in ("approved", "rejected"):
+                if since is None:
+                    since, mode = ts, step
+            elif step == "return_shipped" or (step == "intervened" and mode == "rejected"):
+                if since is not None:
+                    total += ts - since
+                    since = mode = None
+            elif step in _ENDS:
+                break
+        if since is not None and end is not None:
+            total += end - since
+        return total
+
+    def snapshot(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    @classmethod
+    def restore(cls, d: dict) -> Refund:
+        r = cls(d["rid"])
+        for k in cls.__slots__:
+            setattr(r, k, d[k])
+        return r
+
+
+class OrderState:
+    __slots__ = (
+        "order_id", "platform", "shop_id", "seen", "first_us",
+        "paid", "paid_us", "lst_us", "due_passed",
+        "shipped_us", "carrier", "tracking_no", "no_logistics", "cancelled_us", "fake_us",
+        "first_scan_us", "last_scan_us", "scans", "last_ofd_us", "signed_us",
+        "review", "complaints", "refunds",
+        "open", "count", "done", "marks", "items",
+    )
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        self.platform = None
+        self.shop_id = None
+        self.seen: set[str] = set()
+        self.first_us = None
+        self.paid = None  # the order.paid facts (dict)
+        self.paid_us = None
+        self.lst_us = None
+        self.due_passed = False
+        self.shipped_us = None
+        self.carrier = None
+        self.tracking_no = None
+        self.no_logistics = False
+        self.cancelled_us = None
+        self.fake_us = None
+        self.first_scan_us = None
+        self.last_scan_us = None
+        self.scans = 0
+        self.last_ofd_us = None
+        self.signed_us = None
+        self.review = None  # [ts_us, product, service] of the earliest review
+        self.complaints: dict[str, list] = {}  # id -> [filed_us, judged_us, responsible, malicious]
+        self.refunds: dict[str, Refund] = {}
+        self.open: dict[str, str] = {}  # "kind|subject" -> alert_id firing now
+        self.count: dict[str, int] = {}  # "kind|subject" -> instances so far
+        self.done: set[str] = set()  # one-shot "kind|subject" already fired
+        self.marks: dict[str, int] = {}  # scan count at which a numbered alert last fired
+        self.items: dict[str, tuple] = {}
+
+    def snapshot(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["seen"] = sorted(self.seen)
+        d["done"] = sorted(self.done)
+        d["refunds"] = {k: r.snapshot() for k, r in self.refunds.items()}
+        d["items"] = {k: list(v) for k, v in self.items.items()}
+        return d
+
+    @classmethod
+    def restore(cls, d: dict) -> OrderState:
+        s = cls(d["order_id"])
+        for k in cls.__slots__:
+            setattr(s, k, d[k])
+        s.seen = set(d["seen"])
+        s.done = set(d["done"])
+        s.refunds = {k: Refund.restore(r) for k, r in d["refunds"].items()}
+        s.items = {k: tuple(v) for k, v in d["items"].items()}
+        return s
+
+    @property
+    def physical(self) -> bool:
+        return self.paid is None or not self.paid.get("virtual")
+
+    @property
+    def shipping_excluded(self) -> bool:
+        """Cancelled before its latest ship time without having shipped (§3 "orders due")."""
+        c = self.cancelled_us
+        return c is not None and c < self.lst_us and (self.shipped_us is None or c < self.shipped_us)
+
+
+class OrderLogic:
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+
+    new_state = OrderState
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, s: OrderState, ev: dict, fx: Effects) -> None:
+        eid = ev["event_id"]
+        if eid in s.seen:
+            return
+        s.seen.add(eid)
+        ts = ev["ts_us"]
+        if s.platform is None:
+            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
+        if s.first_us is None or ts < s.first_us:
+            s.first_us = ts
+        t = ev["type"]
+        kind, _, step = t.partition(".")
+        if kind == "order":
+            if step == "paid":
+                if s.paid_us is None or ts < s.paid_us:
+                    s.paid = {k: ev.get(k) for k in ("amount_fen", "trade_type", "category", "cod", "virtual", "live")}
+                    s.paid_us = ts
+                    s.lst_us = latest_ship_time_us(ev, self.rules.for_platform(s.platform))
+            elif step == "shipped":
+                if s.shipped_us is None or ts < s.shipped_us:
+                    s.shipped_us = ts
+                    s.no_logistics = bool(ev.get("no_logistics"))
+                    s.carrier = ev.get("carrier") or s.carrier
+                    s.tracking_no = ev.get("tracking_no") or s.tracking_no
+            elif step == "cancelled":
+                if s.cancelled_us is None or ts < s.cancelled_us:
+                    s.cancelled_us = ts
+        elif kind == "shipment":
+            self._on_shipment(s, ev, step, ts, fx)
+        elif kind == "refund":
+            self._on_refund(s, ev, step, ts)
+        elif kind == "review":
+            if s.review is None or ts < s.review[0]:
+                s.review = [ts, ev["product_rating"], ev.get("service_rating")]
+        elif kind == "complaint":
+            c = s.complaints.setdefault(ev["complaint_id"], [None, None, None, False])
+            if step == "filed":
+                if c[0] is None or ts < c[0]:
+                    c[0] = ts
+            else:
+                if c[1] is None or ts < c[1]:
+                    c[1], c[2] = ts, ev["responsible"]
+                c[3] = c[3] or bool(ev.get("malicious"))
+        self._resolve(s, ev, step, ts, fx)
+        self._fire_on_event(s, fx)
+        self._update_items(s, self._effective_us(s, ev, step, ts), fx)
+
+    @staticmethod
+    def _effective_us(s: OrderState, ev: dict, step: str, ts: int) -> int:
+        """When the change an event makes to the indicators takes effect.
+
+        A judgment about a past fact rewrites that fact where it stood: the
+        platform flagging a shipment fake (虚假发货) makes it a fake shipment as of
+        its shipping, and a complaint judged malicious never counted. Everything
+        else takes effect at its own ``ts`` (a review posted later is new).
+        """
+        if step == "fake_flagged" and s.shipped_us is not None:
+            return min(ts, s.shipped_us)
+        if step == "judged" and ev["type"] == "complaint.judged" and ev.get("malicious"):
+            filed = s.complaints[ev["complaint_id"]][0]
+            if filed is not None:
+                return min(ts, filed)
+        return ts
+
+    def _on_shipment(self, s: OrderState, ev: dict, step: str, ts: int, fx: Effects) -> None:
+        if step == "fake_flagged":
+            if s.fake_us is None or ts < s.fake_us:
+                s.fake_us = ts
+            return
+        if ev.get("tracking_no") and not s.tracking_no:
+            s.tracking_no = ev["tracking_no"]
+        s.scans += 1
+        if s.first_scan_us is None or ts < s.first_scan_us:
+            s.first_scan_us = ts
+        if s.last_scan_us is None or ts >= s.last_scan_us:
+            s.last_scan_us = ts
+        if step == "signed":
+            if s.signed_us is None or ts < s.signed_us:
+                s.signed_us = ts
+        elif step == "out_for_delivery":
+            if s.last_ofd_us is None or ts >= s.last_ofd_us:
+                s.last_ofd_us = ts
+        elif step == "customs":
+            if ev["status"] in ("held", "exception") and ("customs_exception|" + s.order_id) not in s.open:
+                self._fire(s, "customs_exception", s.order_id, ts, None, fx, {"status": ev["status"]})
+        elif step == "exception":
+            if ("carrier_exception|" + s.order_id) not in s.open:
+                self._fire(s, "carrier_exception", s.order_id, ts, None, fx, {"reason": ev.get("reason")})
+
+    def _on_refund(self, s: OrderState, ev: dict, step: str, ts: int) -> None:
+        rid = ev["refund_id"]
+        r = s.refunds.get(rid)
+        if r is None:
+            r = s.refunds[rid] = Refund(rid)
+        if step == "requested" and (r.requested_us is None or ts < r.requested_us):
+            r.kind, r.reason, r.no_return = ev["kind"], ev.get("reason"), bool(ev.get("no_return"))
+            r.amount, r.damage_ratio = ev.get("amount_fen"), ev.get("damage_ratio")
+        elif step == "judged" and (r.judged_us is None or ts < r.judged_us):
+            r.judged_us, r.responsible = ts, ev["responsible"]
+        if step not in r.t or ts < r.t[step]:
+            r.t[step] = ts
+        r.seq.append([ts, step])
+
+    # ------------------------------------------------------------------ alerts
+    def _fire(self, s: OrderState, kind: str, subject: str, at_us: int, due_us, fx: Effects, extra: dict,
+              refund: Refund | None = None) -> None:
+        key = kind + "|" + subject
+        base = f"{kind}:{s.platform}:{subject}"
+        if kind in NUMBERED:
+            n = s.count.get(key, 0) + 1
+            s.count[key] = n
+            alert_id = f"{base}:{n}"
+            s.marks[kind] = s.scans
+        else:
+            if key in s.done:
+                return
+            s.done.add(key)
+            alert_id = base
+        s.open[key] = alert_id
+        details = dict(extra)
+        if refund is None:
+            facts = {"order_id": s.order_id, "live": bool(s.paid and s.paid.get("live")), "carrier": s.carrier,
+                     "tracking_no": s.tracking_no, "lst_us": s.lst_us}
+            summary = order_summary(kind, facts, due_us, extra)
+            fx.alerts.append(make_alert(kind, "firing", s.platform, s.shop_id, alert_id, at_us, summary,
+                                        order_id=s.order_id, due_us=due_us, details=_public(details)))
+        else:
+            summary = refund_summary(kind, refund.rid, s.order_id, due_us, extra)
+            fx.alerts.append(make_alert(kind, "firing", s.platform, s.shop_id, alert_id, at_us, summary,
+                                        order_id=s.order_id, refund_id=refund.rid, due_us=due_us,
+                                        details=_public(details)))
+
+    def _close(self, s: OrderState, key: str, at_us: int, fx: Effects) -> None:
+        alert_id = s.open.pop(key)
+        kind, subject = key.split("|", 1)
+        is_refund = subject != s.order_id
+        fx.alerts.append(make_alert(kind, "resolved", s.platform, s.shop_id, alert_id, at_us,
+                                    resolved_summary(kind, subject), order_id=s.order_id,
+                                    refund_id=subject if is_refund else None))
+
+    def _resolve(self, s: OrderState, ev: dict, step: str, ts: int, fx: Effects) -> None:
+        if not s.open:
+            return
+        t = ev["type"]
+        is_scan = t.startswith("shipment.") and step != "fake_flagged"
+        for key in list(s.open):
+            kind, subject = key.split("|", 1)
+            end = False
+            if kind in ("ship_warning", "ship_overdue"):
+                end = s.shipped_us is not None or s.cancelled_us is not None
+            elif kind == "pickup_timeout":
+                end = s.first_scan_us is not None
+            elif kind in ("transit_timeout", "delivery_timeout"):
+                end = is_scan and s.scans > s.marks.get(kind, 0)
+            elif kind == "customs_exception":
+                end = step == "signed" or (step == "customs" and ev.get("status") == "cleared")
+            elif kind == "carrier_exception":
+                end = s.signed_us is not None
+            else:
+                r = s.refunds.get(subject)
+                if r is None:
+                    continue
+                if kind.startswith("refund_response"):
+                    end = r.merchant_step_us() is not None
+                elif kind.startswith("return_receipt"):
+                    end = "received" in r.t or r.end_us is not None
+                elif kind == "cod_proof_overdue":
+                    end = "proof_uploaded" in r.t or r.end_us is not None
+                else:  # fresh_claim, fresh_claim_rejected
+                    end = r.end_us is not None
+            if end:
+                self._close(s, key, ts, fx)
+
+    def _fire_on_event(self, s: OrderState, fx: Effects) -> None:
+        """坏单包赔 (fresh_claim) and its rejection fire on the facts, whenever they are all known."""
+        if not s.refunds or s.paid is None or s.paid.get("category") != "fresh" or s.signed_us is None:
+            return
+        pr = self.rules.for_platform(s.platform)
+        for r in s.refunds.values():
+            req = r.requested_us
+            if req is None or r.reason != "spoiled" or not 0 <= req - s.signed_us <= pr.fresh_claim_window_us:
+                continue
+            raw = pr.raw
+            amount = s.paid.get("amount_fen") if s.paid.get("amount_fen") is not None else (r.amount or 0)
+            ratio = r.damage_ratio
+            due = amount if ratio is None or ratio > raw["fresh_claim_full_ratio"] else round(ratio * amount)
+            extra_pay = min(max(round(amount * raw["fresh_claim_extra_share"]), raw["fresh_claim_extra_min_fen"]),
+                            raw["fresh_claim_extra_max_fen"])
+            details = {"amount_fen": amount, "damage_ratio": ratio, "refund_due_fen": due,
+                       "extra_payout_fen": extra_pay}
+            if "fresh_claim|" + r.rid not in s.done:
+                self._fire(s, "fresh_claim", r.rid, req, None, fx, details, r)
+                if r.end_us is not None:
+                    self._close(s, "fresh_claim|" + r.rid, r.end_us, fx)
+            rej = r.t.get("rejected")
+            if rej is not None and "fresh_claim_rejected|" + r.rid not in s.done:
+                self._fire(s, "fresh_claim_rejected", r.rid, rej, None, fx, details, r)
+                if r.end_us is not None:
+                    self._close(s, "fresh_claim_rejected|" + r.rid, r.end_us, fx)
+
+    # ------------------------------------------------------------------ timers
+    def timers(self, s: OrderState) -> dict[str, int]:
+        """Every deadline this order wants now: name -> due_us (event time)."""
+        out: dict[str, int] = {}
+        if s.platform is None:
+            return out
+        pr = self.rules.for_platform(s.platform)
+        tt = (s.paid or {}).get("trade_type") or "domestic"
+        oid = s.order_id
+        if s.paid is not None and s.physical:
+            if not s.due_passed:
+                out["ship_overdue"] = s.lst_us
+            if s.shipped_us is None and s.cancelled_us is None and ("ship_warning|" + oid) not in s.done:
+                out["ship_warning"] = max(s.paid_us, s.lst_us - pr.ship_warning_before_us)
+        if not s.physical:
+            return out
+        if s.shipped_us is not None and not s.no_logistics and s.first_scan_us is None \
+                and ("pickup_timeout|" + oid) not in s.done:
+            out["pickup_timeout"] = s.shipped_us + pr.pickup_timeout_us
+        if s.last_scan_us is not None and s.last_ofd_us is None and s.signed_us is None \
+                and ("transit_timeout|" + oid) not in s.open and s.marks.get("transit_timeout", 0) < s.scans:
+            out["transit_timeout"] = s.last_scan_us + pr.transit_timeout_us[tt]
+        if s.last_ofd_us is not None and s.signed_us is None and s.last_scan_us == s.last_ofd_us \
+                and ("delivery_timeout|" + oid) not in s.open and s.marks.get("delivery_timeout", 0) < s.scans:
+            out["delivery_timeout"] = s.last_ofd_us + pr.delivery_timeout_us
+        for r in s.refunds.values():
+            req = r.requested_us
+            rid = r.rid
+            if req is None:
+                continue
+            if r.merchant_step_us() is None:
+                if ("refund_response_warning|" + rid) not in s.done:
+                    out["refund_response_warning|" + rid] = req + pr.refund_response_warning_us
+                if ("refund_response_overdue|" + rid) not in s.done:
+                    out["refund_response_overdue|" + rid] = req + pr.refund_response_overdue_us
+            if r.end_us is not None:
+                continue
+            shipped_back = r.t.get("return_shipped")
+            if shipped_back is not None and "received" not in r.t:
+                if ("return_receipt_warning|" + rid) not in s.done:
+                    out["return_receipt_warning|" + rid] = shipped_back + pr.return_receipt_warning_us
+                if ("return_receipt_overdue|" + rid) not in s.done:
+                    out["return_receipt_overdue|" + rid] = shipped_back + pr.return_receipt_overdue_us
+            received = r.t.get("received")
+            if received is not None and s.paid is not None and s.paid.get("cod") \
+                    and "proof_uploaded" not in r.t and ("cod_proof_overdue|" + rid) not in s.done:
+                out["cod_proof_overdue|" + rid] = received + pr.cod_proof_overdue_us
+        return out
+
+    def on_timer(self, s: OrderState, name: str, due_us: int, fx: Effects) -> None:
+        if self.timers(s).get(name) != due_us:
+            return  # cancelled or moved since it was scheduled
+        kind, _, rid = name.partition("|")
+        pr = self.rules.for_platform(s.platform)
+        if kind == "ship_overdue":
+            s.due_passed = True
+            if s.shipped_us is None and s.cancelled_us is None:
+                extra = {"latest_ship_time": _iso(s.lst_us)}
+                share = pr.raw["overdue_compensation_share"]
+                if share:
+                    amount = s.paid.get("amount_fen") or 0
+                    extra["compensation_fen"] = min(round(amount * share), pr.raw["overdue_compensation_max_fen"])
+                    extra["compensation_claimable_at"] = _iso(
+                        s.paid_us + int(pr.raw["overdue_compensation_claim_after_hours"] * HOUR_US))
+                self._fire(s, "ship_overdue", s.order_id, due_us, due_us, fx, extra)
+        elif kind == "ship_warning":
+            self._fire(s, "ship_warning", s.order_id, due_us, s.lst_us, fx, {"latest_ship_time": _iso(s.lst_us)})
+        elif kind == "pickup_timeout":
+            self._fire(s, kind, s.order_id, due_us, due_us, fx, {"hours": pr.pickup_timeout_us / HOUR_US})
+        elif kind == "transit_timeout":
+            tt = (s.paid or {}).get("trade_type") or "domestic"
+            self._fire(s, kind, s.order_id, due_us, due_us, fx,
+                       {"hours": pr.transit_timeout_us[tt] / HOUR_US, "last_scan_us": s.last_scan_us})
+        elif kind == "delivery_timeout":
+            self._fire(s, kind, s.order_id, due_us, due_us, fx, {"hours": pr.delivery_timeout_us / HOUR_US})
+        else:
+            r = s.refunds[rid]
+            if kind == "refund_response_warning":
+                extra = {"hours": pr.refund_response_warning_us / HOUR_US,
+                         "auto_us": r.requested_us + pr.refund_response_overdue_us}
+            elif kind == "return_receipt_warning":
+                extra = {"hours": pr.return_receipt_warning_us / HOUR_US,
+                         "auto_us": r.t["return_shipped"] + pr.return_receipt_overdue_us}
+            elif kind == "cod_proof_overdue":
+                extra = {"hours": pr.cod_proof_overdue_us / HOUR_US}
+            else:
+                extra = {}
+            self._fire(s, kind, rid, due_us, due_us, fx, extra, r)
+        self._update_items(s, due_us, fx)
+
+    # ------------------------------------------------------------- indicators
+    def _update_items(self, s: OrderState, at_us: int, fx: Effects) -> None:
+        new = self.items(s)
+        if new != s.items:
+            diff_items(s.items, new, s.platform, s.shop_id, at_us, fx.contribs)
+            s.items = new
+
+    def items(self, s: OrderState) -> dict[str, tuple]:
+        p = s.platform
+        out: dict[str, tuple] = {"_seen": ("_seen", s.first_us, s.first_us, 0)}
+        paid = s.paid
+        paid_at = s.paid_us
+        if p in ("xiaohongshu", "douyin") and paid is not None and s.physical and s.due_passed \
+                and not s.shipping_excluded:
+            on_time = 1 if s.shipped_us is not None and s.shipped_us <= s.lst_us else 0
+            out["ots"] = ("on_time_ship_rate", s.lst_us, on_time, 1)
+        if p == "xiaohongshu":
+            if s.signed_us is not None:
+                signed_at = s.signed_us
+                if paid is not None and s.physical:
+                    h = (s.signed_us - s.paid_us) / HOUR_US
+                    out["pts"] = ("pay_to_sign_hours", signed_at, h, 1)
+                    out["pts.tt"] = ("pay_to_sign_hours." + (paid.get("trade_type") or "domestic"), signed_at, h, 1)
+                if s.review is not None:
+                    out["rev"] = ("review_avg", signed_at, s.review[1], 1)
+                quality = any(r.reason in QUALITY_REASONS and r.requested_us is not None
+                              for r in s.refunds.values())
+                out["qrr"] = ("quality_refund_rate", signed_at, 1 if quality else 0, 1)
+                n = sum(1 for c in s.complaints.values() if c[0] is not None and not c[3])
+                out["cr"] = ("complaint_rate", signed_at, n, 1)
+            for r in s.refunds.values():
+                end, req = r.end_us, r.requested_us
+                if end is None or req is None:
+                    continue
+                if r.kind == "refund_only":
+                    out["rf:" + r.rid] = ("refund_only_hours", end, (end - req) / HOUR_US, 1)
+                elif r.kind == "return_refund":
+                    h = (end - req - r.awaiting_buyer_us()) / HOUR_US
+                    out["rf:" + r.rid] = ("return_refund_hours", end, h, 1)
+        elif p == "douyin":
+            if s.shipped_us is not None:
+                out["fake"] = ("fake_ship_rate", s.shipped_us, 1 if s.fake_us is not None else 0, 1)
+            if s.review is not None:
+                review_at = s.review[0]
+                pr_, sr = s.review[1], s.review[2]
+                out["pg"] = ("product_good_rate", review_at, 1 if pr_ >= 4 else 0, 1)
+                out["neg"] = ("negative_review_rate", review_at, 1 if pr_ <= 2 else 0, 1)
+                if sr is not None:
+                    out["sg"] = ("service_good_rate", review_at, 1 if sr >= 4 else 0, 1)
+            if paid is not None:
+                out["cum"] = ("cumulative_orders", paid_at, 1, 0)
+                out["cr"] = ("complaint_rate", paid_at, 0, 1)
+                out["gmv"] = ("_paid_gmv", paid_at, paid.get("amount_fen") or 0, 0)
+                first = None
+                for r in s.refunds.values():
+                    if r.requested_us is not None and (first is None or r.requested_us < first.requested_us):
+                        first = r
+                lrr = 0
+                if first is not None and first.kind == "return_refund" and first.reason in LOGISTICS_REASONS \
+                        and s.shipped_us is not None and 0 <= first.requested_us - s.shipped_us <= 14 * DAY_US:
+                    lrr = 1
+                out["lrr"] = ("logistics_return_rate", paid_at, lrr, 1)
+            for cid, c in s.complaints.items():
+                if c[1] is not None and c[2] in _BLAME and not c[3]:
+                    out["cj:" + cid] = ("complaint_rate", c[1], 1, 0)
+        elif p == "kuaishou":
+            if paid is not None:
+                q = any(r.reason in QUALITY_REASONS and not r.no_return and r.requested_us is not None
+                        for r in s.refunds.values())
+                out["qrr"] = ("quality_refund_rate", paid_at, 1 if q else 0, 1)
+            for r in s.refunds.values():
+                end, req = r.end_us, r.requested_us
+                if end is None or req is None:
+                    continue
+                end_at = end
+                out["md:" + r.rid] = ("merchant_dispute_rate", end_at, 1 if r.responsible in _BLAME else 0, 1)
+                if "intervened" in r.t:
+                    continue
+                if r.kind == "refund_only":
+                    out["rf:" + r.rid] = ("refund_only_hours", end_at, (end - req) / HOUR_US, 1)
+                elif r.kind == "return_refund":
+                    t = r.t
+                    seg1 = t["approved"] - req if "approved" in t else 0
+                    seg2 = t["received"] - t["return_signed"] if "received" in t and "return_signed" in t else 0
+                    out["rf:" + r.rid] = ("return_refund_hours", end_at, (seg1 + seg2) / HOUR_US, 1)
+        elif p == "tmall":
+            if paid is not None:
+                out["rr"] = ("refund_rate", paid_at, 0, 1)
+                out["rd"] = ("refund_dispute_rate", paid_at, 0, 1)
+            for r in s.refunds.values():
+                c = r.t.get("completed")
+                if c is not None:
+                    out["rc:" + r.rid] = ("refund_rate", c, 1, 0)
+                if r.judged_us is not None and r.responsible in _BLAME:
+                    out["rj:" + r.rid] = ("refund_dispute_rate", r.judged_us, 1, 0)
+        return out
+
+
+def _iso(us):
+    from .clock import fmt_ts
+
+    return fmt_ts(us) if us is not None else None
+
+
+def _public(details: dict) -> dict:
+    """Alert details as JSON: instants as RFC 3339 strings."""
+    out = {}
+    for k, v in details.items():
+        if k.endswith("_us"):
+            out[k[:-3] + "_at"] = _iso(v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,157 @@
+"""Per-session logic: consultations (shop.chats, keyed by ``session_id``).
+
+A session contributes to 小红书 ``reply_3min_rate``, 京东 ``reply_30s_rate``,
+抖音 ``im_first_response_minutes`` and ``im_dissatisfaction_rate``. Items are
+recomputed from the whole session (messages sorted by ``ts``), so arrival order
+and duplicates do not matter.
+
+Choices where the spec is silent:
+- 京东 counts a consultation like 小红书 (closed, at least one buyer message)
+  but at any hour; first response = first agent message after the first buyer
+  message; none means not within 30 s.
+- 抖音 first response is measured from ``chat.assigned`` to the first agent
+  message after it, for assigned sessions with such a message (closed or not).
+- A session rated more than once counts its earliest rating.
+"""
+
+from __future__ import annotations
+
+from .clock import MINUTE_US, US, local_second_of_day
+from .logic import Effects, diff_items
+
+SERVICE_START_S = 9 * 3600
+SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
+
+
+class SessionState:
+    __slots__ = ("session_id", "platform", "shop_id", "seen", "first_us", "started_us", "assigned_us",
+                 "closed_us", "msgs", "rating", "items")
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.platform = None
+        self.shop_id = None
+        self.seen: set[str] = set()
+        self.first_us = None
+        self.started_us = None
+        self.assigned_us = None
+        self.closed_us = None
+        self.msgs: list[list] = []  # [ts_us, sender]
+        self.rating = None  # [ts_us, rating]
+        self.items: dict[str, tuple] = {}
+
+    def snapshot(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["seen"] = sorted(self.seen)
+        d["items"] = {k: list(v) for k, v in self.items.items()}
+        return d
+
+    @classmethod
+    def restore(cls, d: dict) -> SessionState:
+        s = cls(d["session_id"])
+        for k in cls.__slots__:
+            setattr(s, k, d[k])
+        s.seen = set(d["seen"])
+        s.items = {k: tuple(v) for k, v in d["items"].items()}
+        return s
+
+
+def _min(a, b):
+    return b if a is None or b < a else a
+
+
+def reply_facts(msgs: list, closed_us: int) -> tuple[int | None, int | None, bool]:
+    """(first response us, longest reply interval us, every turn answered) of sorted messages."""
+    first_buyer = None
+    first_resp = None
+    longest = 0
+    turn_start = None
+    answered = True
+    for ts, sender in msgs:
+        if ts > closed_us:
+            break
+        if sender == "buyer":
+            if first_buyer is None:
+                first_buyer = ts
+            if turn_start is None:
+                turn_start = ts
+                answered = False
+        elif sender == "agent":
+            if turn_start is not None:
+                gap = ts - turn_start
+                if first_resp is None:
+                    first_resp = gap
+                if gap > longest:
+                    longest = gap
+                turn_start = None
+                answered = True
+    return first_resp, longest, answered
+
+
+class SessionLogic:
+    def __init__(self, rules) -> None:
+        self.rules = rules
+
+    new_state = SessionState
+
+    def on_event(self, s: SessionState, ev: dict, fx: Effects) -> None:
+        eid = ev["event_id"]
+        if eid in s.seen:
+            return
+        s.seen.add(eid)
+        ts = ev["ts_us"]
+        if s.platform is None:
+            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
+        s.first_us = _min(s.first_us, ts)
+        step = ev["type"][5:]
+        if step == "message":
+            s.msgs.append([ts, ev["sender"]])
+            if len(s.msgs) > 1 and ts < s.msgs[-2][0]:
+                s.msgs.sort(key=lambda m: m[0])
+        elif step == "started":
+            s.started_us = _min(s.started_us, ts)
+        elif step == "assigned":
+            s.assigned_us = _min(s.assigned_us, ts)
+        elif step == "closed":
+            s.closed_us = _min(s.closed_us, ts)
+        elif step == "rated":
+            if s.rating is None or ts < s.rating[0]:
+                s.rating = [ts, ev["rating"]]
+        new = self.items(s)
+        if new != s.items:
+            diff_items(s.items, new, s.platform, s.shop_id, ts, fx.contribs)
+            s.items = new
+
+    def timers(self, s: SessionState) -> dict[str, int]:
+        return {}
+
+    def on_timer(self, s: SessionState, name: str, due_us: int, fx: Effects) -> None:
+        return None
+
+    def items(self, s: SessionState) -> dict[str, tuple]:
+        p = s.platform
+        out: dict[str, tuple] = {"_seen": ("_seen", s.first_us, s.first_us, 0)}
+        if p in ("xiaohongshu", "jd"):
+            start, closed = s.started_us, s.closed_us
+            if start is not None and closed is not None and any(m[1] == "buyer" for m in s.msgs):
+                first_resp, longest, answered = reply_facts(s.msgs, closed)
+                if p == "xiaohongshu":
+                    sec = local_second_of_day(start)
+                    if SERVICE_START_S <= sec <= SERVICE_END_S:
+                        queue = s.assigned_us - start if s.assigned_us is not None else 0
+                        limit = 180 * US
+                        good = (first_resp is not None and answered and queue <= limit
+                                and first_resp <= limit and longest <= limit)
+                        out["c"] = ("reply_3min_rate", start, 1 if good else 0, 1)
+                else:
+                    good = first_resp is not None and first_resp <= 30 * US
+                    out["c"] = ("reply_30s_rate", start, 1 if good else 0, 1)
+        elif p == "douyin":
+            a = s.assigned_us
+            if a is not None:
+                first_agent = next((m[0] for m in s.msgs if m[1] == "agent" and m[0] >= a), None)
+                if first_agent is not None:
+                    out["fr"] = ("im_first_response_minutes", a, (first_agent - a) / MINUTE_US, 1)
+            if s.rating is not None:
+                out["rt"] = ("im_dissatisfaction_rate", s.rating[0], 1 if s.rating[1] <= 3 else 0, 1)
+        return out
