@@ -121,7 +121,12 @@ class Rules:
 
     def get(self, platform: str, key: str):
         p = self.raw.get("platforms", {}).get(platform, {})
-        return p[key] if key in p else self.raw[key]
+        if key not in p:
+            return self.raw[key]
+        v, base = p[key], self.raw.get(key)
+        if isinstance(v, dict) and isinstance(base, dict):
+            return _merge(base, v)  # a partial per-platform table keeps the global entries
+        return v
 
     def for_platform(self, platform: str) -> PlatformRules:
         pr = self._platform.get(platform)

@@ -258,6 +258,8 @@ class OrderLogic:
         elif step == "out_for_delivery":
             if s.last_ofd_us is None or ts >= s.last_ofd_us:
                 s.last_ofd_us = ts
+        elif not s.physical:  # package alerts concern physical orders only (rules.md §1)
+            return
         elif step == "customs":
             if ev["status"] in ("held", "exception") and ("customs_exception|" + s.order_id) not in s.open:
                 self._fire(s, "customs_exception", s.order_id, ts, None, fx, {"status": ev["status"]})

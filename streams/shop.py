@@ -59,8 +59,9 @@ class ShopState:
     __slots__ = ("platform", "shop_id", "buckets", "late", "cumulative", "cumulative_late", "first_us", "now_us", "open_caps", "level",
                  "level_since_us", "lv0_days", "cleared", "fast_day", "changes", "applied")
 
-    def __init__(self, key: tuple[str, str]) -> None:
-        self.platform, self.shop_id = key
+    def __init__(self, key: tuple[str, str] | str) -> None:
+        # (platform, shop_id), or the topic key "platform:shop_id"
+        self.platform, self.shop_id = key.split(":", 1) if isinstance(key, str) else key
         self.buckets: dict[str, dict[int, list]] = {}
         self.late: dict[str, dict[int, list]] = {}  # the same, for deltas caused after the cut
         self.cumulative = 0
