@@ -19,6 +19,9 @@ Choices where the spec is silent (written down here):
   only a new ``out_for_delivery`` starts the next one.
 - 坏单包赔 payouts use the order's ``amount_fen`` (the refund's when the order
   is unknown).
+- Ties of "the earliest" are broken without arrival order: two reviews with the
+  same ``ts`` (or two rulings of one complaint) by ``event_id``, two first
+  after-sale requests by ``refund_id``.
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ class OrderState:
         self.scans = 0
         self.last_ofd_us = None
         self.signed_us = None
-        self.review = None  # [ts_us, product, service] of the earliest review
-        self.complaints: dict[str, list] = {}  # id -> [filed_us, judged_us, responsible, malicious]
+        self.review = None  # [ts_us, product, service, event_id] of the earliest review
+        self.complaints: dict[str, list] = {}  # id -> [filed_us, judged_us, responsible, malicious, judged eid]
         self.refunds: dict[str, Refund] = {}
         self.open: dict[str, str] = {}  # "kind|subject" -> alert_id firing now
         self.count: dict[str, int] = {}  # "kind|subject" -> instances so far
@@ -208,16 +211,16 @@ class OrderLogic:
         elif kind == "refund":
             self._on_refund(s, ev, step, ts)
         elif kind == "review":
-            if s.review is None or ts < s.review[0]:
-                s.review = [ts, ev["product_rating"], ev.get("service_rating")]
+            if s.review is None or (ts, eid) < (s.review[0], s.review[3]):  # ties: by event_id
+                s.review = [ts, ev["product_rating"], ev.get("service_rating"), eid]
         elif kind == "complaint":
-            c = s.complaints.setdefault(ev["complaint_id"], [None, None, None, False])
+            c = s.complaints.setdefault(ev["complaint_id"], [None, None, None, False, None])
             if step == "filed":
                 if c[0] is None or ts < c[0]:
                     c[0] = ts
             else:
-                if c[1] is None or ts < c[1]:
-                    c[1], c[2] = ts, ev["responsible"]
+                if c[1] is None or (ts, eid) < (c[1], c[4]):  # ties: by event_id
+                    c[1], c[2], c[4] = ts, ev["responsible"], eid
                 c[3] = c[3] or bool(ev.get("malicious"))
         self._resolve(s, ev, step, ts, fx)
         self._fire_on_event(s, fx)
@@ -523,7 +526,8 @@ class OrderLogic:
                 out["gmv"] = ("_paid_gmv", paid_at, paid.get("amount_fen") or 0, 0)
                 first = None
                 for r in s.refunds.values():
-                    if r.requested_us is not None and (first is None or r.requested_us < first.requested_us):
+                    if r.requested_us is not None and (first is None or (r.requested_us, r.rid)
+                                                       < (first.requested_us, first.rid)):
                         first = r
                 lrr = 0
                 if first is not None and first.kind == "return_refund" and first.reason in LOGISTICS_REASONS \

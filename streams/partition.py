@@ -63,6 +63,11 @@ class Merger:
             q = self.queues[source] = deque()
         q.append((ts, item))
 
+    def promise(self, source: str, ts: int) -> None:
+        """The source says it will bring nothing earlier than ``ts`` (a watermark)."""
+        if self.last.get(source, ts - 1) < ts:
+            self.last[source] = ts
+
     def pop_ready(self, idle: frozenset = frozenset(), flush: bool = False):
         queues = self.queues
         while True:

@@ -11,7 +11,10 @@ Choices where the spec is silent:
   message; none means not within 30 s.
 - 抖音 first response is measured from ``chat.assigned`` to the first agent
   message after it, for assigned sessions with such a message (closed or not).
-- A session rated more than once counts its earliest rating.
+- A session rated more than once counts its earliest rating (same ``ts``: the
+  smallest ``event_id``).
+- Messages with the same ``ts`` are ordered buyer first, then by sender, whatever
+  their arrival order (an agent message at the buyer's instant is a 0 s reply).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class SessionState:
         self.assigned_us = None
         self.closed_us = None
         self.msgs: list[list] = []  # [ts_us, sender]
-        self.rating = None  # [ts_us, rating]
+        self.rating = None  # [ts_us, rating, event_id]
         self.items: dict[str, tuple] = {}
 
     def snapshot(self) -> dict:
@@ -54,6 +57,12 @@ class SessionState:
         s.seen = set(d["seen"])
         s.items = {k: tuple(v) for k, v in d["items"].items()}
         return s
+
+
+def _msg_key(m: list) -> tuple:
+    """Messages in time order; at one instant a buyer message comes first (so an agent message with the
+    same ``ts`` answers it), then the others by sender: never by arrival."""
+    return m[0], m[1] != "buyer", m[1]
 
 
 def _min(a, b):
@@ -106,8 +115,8 @@ class SessionLogic:
         step = ev["type"][5:]
         if step == "message":
             s.msgs.append([ts, ev["sender"]])
-            if len(s.msgs) > 1 and ts < s.msgs[-2][0]:
-                s.msgs.sort(key=lambda m: m[0])
+            if len(s.msgs) > 1 and _msg_key(s.msgs[-1]) < _msg_key(s.msgs[-2]):
+                s.msgs.sort(key=_msg_key)
         elif step == "started":
             s.started_us = _min(s.started_us, ts)
         elif step == "assigned":
@@ -115,8 +124,8 @@ class SessionLogic:
         elif step == "closed":
             s.closed_us = _min(s.closed_us, ts)
         elif step == "rated":
-            if s.rating is None or ts < s.rating[0]:
-                s.rating = [ts, ev["rating"]]
+            if s.rating is None or (ts, eid) < (s.rating[0], s.rating[2]):
+                s.rating = [ts, ev["rating"], eid]
         new = self.items(s)
         if new != s.items:
             diff_items(s.items, new, s.platform, s.shop_id, ts, fx.contribs)

@@ -80,6 +80,7 @@ class ShopState:
     def snapshot(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__}
         d["buckets"] = {i: {str(day): v for day, v in b.items()} for i, b in self.buckets.items()}
+        d["late"] = {i: {str(day): v for day, v in b.items()} for i, b in self.late.items()}
         return d
 
     @classmethod
@@ -88,6 +89,7 @@ class ShopState:
         for k in cls.__slots__:
             setattr(s, k, d[k])
         s.buckets = {i: {int(day): v for day, v in b.items()} for i, b in d["buckets"].items()}
+        s.late = {i: {int(day): v for day, v in b.items()} for i, b in d["late"].items()}
         return s
 
 

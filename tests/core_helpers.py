@@ -1,0 +1,121 @@
+"""Event builders and small readers for the functional-core tests.
+
+Times are integer microseconds (the project's one convention); ``local(...)``
+builds an Asia/Shanghai wall-clock instant, ``iso(us)`` turns one back into the
+RFC 3339 string an event carries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+from shopwatch.schemas.events import validate
+from shopwatch.streams.clock import DAY_US, HOUR_US, MINUTE_US, US, fmt_ts
+from shopwatch.streams.engine import Engine
+
+__all__ = ["DAY", "HOUR", "MINUTE", "SEC", "Shop", "alert_rows", "by_id", "ind", "iso", "local", "run", "snap"]
+
+SEC, MINUTE, HOUR, DAY = US, MINUTE_US, HOUR_US, DAY_US
+CST = timezone(timedelta(hours=8))
+_ids = itertools.count(1)
+
+
+def local(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> int:
+    """An Asia/Shanghai local wall-clock instant, in microseconds."""
+    return int(datetime(y, mo, d, h, mi, s, tzinfo=CST).timestamp()) * US
+
+
+def iso(us: int) -> str:
+    return fmt_ts(us)
+
+
+class Shop:
+    """Builds raw (unvalidated) events for one (platform, shop)."""
+
+    def __init__(self, platform: str = "xiaohongshu", shop_id: str = "s-1") -> None:
+        self.platform = platform
+        self.shop_id = shop_id
+
+    def ev(self, type_: str, ts_us: int, **fields) -> dict:
+        e = {"event_id": fields.pop("event_id", None) or f"e{next(_ids)}", "type": type_, "ts": iso(ts_us),
+             "platform": self.platform, "shop_id": self.shop_id}
+        e.update({k: v for k, v in fields.items() if v is not None})
+        return e
+
+    # orders topic
+    def paid(self, oid: str, ts: int, amount_fen: int = 10_000, **kw) -> dict:
+        return self.ev("order.paid", ts, order_id=oid, amount_fen=amount_fen, **kw)
+
+    def shipped(self, oid: str, ts: int, **kw) -> dict:
+        kw.setdefault("carrier", "SF")
+        kw.setdefault("tracking_no", f"SF{oid}")
+        return self.ev("order.shipped", ts, order_id=oid, **kw)
+
+    def cancelled(self, oid: str, ts: int, **kw) -> dict:
+        return self.ev("order.cancelled", ts, order_id=oid, **kw)
+
+    def review(self, oid: str, ts: int, product: int = 5, service: int | None = None, **kw) -> dict:
+        return self.ev("review.posted", ts, order_id=oid, product_rating=product, service_rating=service, **kw)
+
+    def complaint(self, oid: str, cid: str, ts: int, **kw) -> dict:
+        return self.ev("complaint.filed", ts, order_id=oid, complaint_id=cid, **kw)
+
+    def judged(self, oid: str, cid: str, ts: int, responsible: str = "merchant", malicious: bool = False,
+               **kw) -> dict:
+        return self.ev("complaint.judged", ts, order_id=oid, complaint_id=cid, responsible=responsible,
+                       malicious=malicious, **kw)
+
+    # shipments topic
+    def scan(self, step: str, oid: str, ts: int, **kw) -> dict:
+        return self.ev("shipment." + step, ts, order_id=oid, **kw)
+
+    # refunds topic
+    def requested(self, oid: str, rid: str, ts: int, kind: str = "refund_only", reason: str = "other",
+                  amount_fen: int = 10_000, **kw) -> dict:
+        return self.ev("refund.requested", ts, order_id=oid, refund_id=rid, kind=kind, reason=reason,
+                       amount_fen=amount_fen, **kw)
+
+    def refund(self, step: str, oid: str, rid: str, ts: int, **kw) -> dict:
+        return self.ev("refund." + step, ts, order_id=oid, refund_id=rid, **kw)
+
+    # chats topic
+    def chat(self, step: str, sid: str, ts: int, **kw) -> dict:
+        return self.ev("chat." + step, ts, session_id=sid, **kw)
+
+    def msg(self, sid: str, ts: int, sender: str) -> dict:
+        return self.ev("chat.message", ts, session_id=sid, sender=sender)
+
+
+def run(events, until: int | None = None, rules=None, sort: bool = True) -> Engine:
+    """Validate and process ``events`` (sorted by time unless ``sort`` is false), then finish."""
+    evs = [validate(dict(e)) for e in events]
+    if sort:
+        evs.sort(key=lambda e: e["ts_us"])
+    eng = Engine(rules)
+    for e in evs:
+        eng.process(e)
+    eng.finish(until)
+    return eng
+
+
+def alert_rows(eng: Engine, kind: str | None = None) -> list[tuple]:
+    """(alert_id, status, at) of every alert emitted, in order, optionally of one kind."""
+    return [(a["alert_id"], a["status"], a["at"]) for a in eng.alerts if kind is None or a["kind"] == kind]
+
+
+def by_id(eng: Engine, alert_id: str, status: str = "firing") -> dict:
+    found = [a for a in eng.alerts if a["alert_id"] == alert_id and a["status"] == status]
+    assert len(found) == 1, (alert_id, status, alert_rows(eng))
+    return found[0]
+
+
+def snap(eng: Engine, platform: str, shop_id: str = "s-1", as_of: int | None = None) -> dict:
+    for s in eng.scores(as_of):
+        if s["platform"] == platform and s["shop_id"] == shop_id:
+            return s
+    raise AssertionError(f"no snapshot for {platform}:{shop_id}")
+
+
+def ind(eng: Engine, platform: str, name: str, shop_id: str = "s-1", as_of: int | None = None) -> dict:
+    return snap(eng, platform, shop_id, as_of)["indicators"][name]
