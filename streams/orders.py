@@ -41,7 +41,7 @@ _BLAME = ("merchant", "both")
 
 class Refund:
     __slots__ = ("rid", "kind", "reason", "no_return", "amount", "damage_ratio", "t", "seq", "responsible",
-                 "judged_us")
+                 "judged_us", "judged_eid")
 
     def __init__(self, rid: str) -> None:
         self.rid = rid
@@ -54,6 +54,7 @@ class Refund:
         self.seq: list[list] = []  # [ts_us, step] of every step, for awaiting-buyer time
         self.responsible = None
         self.judged_us = None
+        self.judged_eid = None  # breaks a tie between two rulings at one instant
 
     @property
     def requested_us(self):
@@ -278,8 +279,8 @@ class OrderLogic:
         if step == "requested" and (r.requested_us is None or ts < r.requested_us):
             r.kind, r.reason, r.no_return = ev["kind"], ev.get("reason"), bool(ev.get("no_return"))
             r.amount, r.damage_ratio = ev.get("amount_fen"), ev.get("damage_ratio")
-        elif step == "judged" and (r.judged_us is None or ts < r.judged_us):
-            r.judged_us, r.responsible = ts, ev["responsible"]
+        elif step == "judged" and (r.judged_us is None or (ts, ev["event_id"]) < (r.judged_us, r.judged_eid)):
+            r.judged_us, r.judged_eid, r.responsible = ts, ev["event_id"], ev["responsible"]
         if step not in r.t or ts < r.t[step]:
             r.t[step] = ts
         r.seq.append([ts, step])

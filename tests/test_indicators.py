@@ -544,8 +544,6 @@ def test_session_rated_twice_at_the_same_instant_does_not_depend_on_arrival_orde
     assert nd(one) == nd(other)
 
 
-@pytest.mark.xfail(strict=True, reason="refund.judged twice with the same ts: the first to arrive wins (Refund keeps "
-                   "no event_id to break the tie), so refund_dispute_rate depends on arrival order (rules.md §1)")
 def test_refund_judged_twice_at_the_same_instant_does_not_depend_on_arrival_order():
     sh = Shop("tmall")
     at = T - 2 * DAY
