@@ -1,0 +1,518 @@
+"""The deploy files (deploy/compose.yaml, Dockerfile, k8s/, prometheus.yml,
+alert-rules.yml) hang together: no docker engine or cluster runs here, so
+they are parsed and cross-checked, against each other, the README's
+Configuration and Topics tables and the metrics the code defines.
+
+When ``promtool`` is on the PATH (Debian package ``prometheus``), the
+Prometheus config and rules are also checked by it, and the alert rules are
+unit-tested with ``promtool test rules`` on synthetic series.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shopwatch.agents.sinks import SINKS_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+README = ROOT / "README.md"
+
+
+# --------------------------------------------------------------------------- README
+
+
+def _section(title: str) -> list[str]:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = lines.index(f"## {title}")
+    out = []
+    for line in lines[start + 1:]:
+        if line.startswith("## "):
+            break
+        out.append(line)
+    return out
+
+
+def readme_topics() -> set[str]:
+    """Topic names of the README's Topics table."""
+    topics = set()
+    for line in _section("Topics"):
+        if line.startswith("| `"):
+            topics.add(re.findall(r"`([^`]+)`", line.split("|")[1])[0])
+    return topics
+
+
+def readme_env_vars() -> set[str]:
+    """Env vars of the README's Configuration table (rows starting with "| `").
+
+    A row may abbreviate: "`SHOPWATCH_TOPIC_ORDERS` … `_CHATS`, `_ALERTS`" names
+    SHOPWATCH_TOPIC_CHATS, SHOPWATCH_TOPIC_ALERTS and, for the "…", every topic
+    of the Topics table.
+    """
+    names: set[str] = set()
+    for line in _section("Configuration"):
+        if not line.startswith("| `"):
+            continue
+        cell = line.split("|")[1]
+        tokens = re.findall(r"`([^`]+)`", cell)
+        first = tokens[0]
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", first), line
+        names.add(first)
+        prefix = first.rsplit("_", 1)[0]
+        for t in tokens[1:]:
+            if t.startswith("_"):
+                names.add(prefix + t)
+        if "…" in cell:
+            names |= {f"{prefix}_{t.split('.', 1)[1].upper()}" for t in readme_topics()}
+    return names
+
+
+def allowed_env() -> set[str]:
+    # SHOPWATCH_SINKS is documented in shopwatch.agents.sinks (and belongs in the README table).
+    return readme_env_vars() | {SINKS_ENV}
+
+
+def test_readme_tables_parse():
+    env = readme_env_vars()
+    for name in ("KAFKA_BOOTSTRAP", "SHOPWATCH_WEB_PORT", "SHOPWATCH_DATA_DIR", "SHOPWATCH_STORE",
+                 "SHOPWATCH_WEB_BIND", "SHOPWATCH_TOPIC_ORDERS", "SHOPWATCH_TOPIC_SHIPMENTS", "SHOPWATCH_TOPIC_DLQ"):
+        assert name in env, name
+    assert {"shop.orders", "shop.scores", "shop.dlq", "shop.ticks"} <= readme_topics()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load(path: Path):
+    with path.open(encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def compose() -> dict:
+    return load(DEPLOY / "compose.yaml")
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def worker_services(c: dict) -> dict[str, dict]:
+    return {n: s for n, s in c["services"].items()
+            if isinstance(s.get("build"), dict) and s["build"].get("dockerfile") == "deploy/Dockerfile"}
+
+
+def mounts(service: dict) -> list[tuple[str, str]]:
+    """(source, target) of each volume entry (short syntax)."""
+    out = []
+    for v in service.get("volumes", []):
+        if isinstance(v, dict):
+            out.append((v["source"], v["target"]))
+        else:
+            parts = v.split(":")
+            out.append((parts[0], parts[1]))
+    return out
+
+
+def depends(service: dict) -> dict[str, dict]:
+    d = service.get("depends_on") or {}
+    return {k: {} for k in d} if isinstance(d, list) else d
+
+
+def cpu_cores(v) -> float:
+    s = str(v)
+    return int(s[:-1]) / 1000 if s.endswith("m") else float(s)
+
+
+def mem_bytes(v) -> int:
+    s = str(v)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for u, f in units.items():
+        if s.endswith(u):
+            return int(float(s[: -len(u)]) * f)
+    return int(s)
+
+
+def code_metric_names() -> set[str]:
+    """Prometheus metric names the code defines (Counter/Gauge/Histogram("name", ...))."""
+    names = set()
+    for py in (ROOT / "agents").glob("*.py"):
+        names |= set(re.findall(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(shopwatch_[a-z0-9_]+)\"", py.read_text("utf-8")))
+    return names
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_kafka_is_single_node_kraft_4x():
+    c = compose()
+    kafka = c["services"]["kafka"]
+    image, _, tag = kafka["image"].partition(":")
+    assert image == "apache/kafka" and int(tag.split(".")[0]) >= 4, kafka["image"]
+    env = env_of(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env.get("CLUSTER_ID")
+    node_id = env["KAFKA_NODE_ID"]
+    voter_id, _, voter = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].partition("@")
+    assert voter_id == node_id
+    voter_host, voter_port = voter.rsplit(":", 1)
+    assert voter_host in ("kafka", kafka.get("hostname"))
+    listeners = dict(re.fullmatch(r"(\w+)://[^:]*:(\d+)", lst).groups() for lst in env["KAFKA_LISTENERS"].split(","))
+    assert listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]] == voter_port
+    protocol_map = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners) <= set(protocol_map)
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    # the log dir is on a declared volume
+    assert any(t == env["KAFKA_LOG_DIRS"] and s in c["volumes"] for s, t in mounts(kafka))
+    assert "healthcheck" in kafka
+
+
+def test_compose_workers_are_consistent():
+    c = compose()
+    services = c["services"]
+    workers = worker_services(c)
+    assert len(workers) == 2, sorted(workers)
+    kafka_env = env_of(services["kafka"])
+    advertised = {a.split("://", 1)[1] for a in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    allowed = allowed_env()
+    data_volumes = set()
+    for name, w in workers.items():
+        assert (DEPLOY / w["build"]["context"]).resolve() == ROOT, name
+        assert (ROOT / w["build"]["dockerfile"]).is_file()
+        assert w.get("command") in (None, ["worker"]), w.get("command")
+        env = env_of(w)
+        assert set(env) <= allowed, f"{name}: env not in the README's Configuration table: {set(env) - allowed}"
+        assert env["KAFKA_BOOTSTRAP"] in advertised, (env["KAFKA_BOOTSTRAP"], advertised)
+        assert env["KAFKA_BOOTSTRAP"].split(":")[0] in services
+        assert env["SHOPWATCH_WEB_BIND"] == "0.0.0.0", "probes and Prometheus must reach the worker"
+        assert env["SHOPWATCH_STORE"].startswith("rocksdb")
+        data = [s for s, t in mounts(w) if t == env["SHOPWATCH_DATA_DIR"]]
+        assert len(data) == 1 and data[0] in c["volumes"], f"{name}: no volume at SHOPWATCH_DATA_DIR"
+        data_volumes.add(data[0])
+        deps = depends(w)
+        assert deps["kafka"].get("condition") == "service_healthy"
+        assert deps["kafka-topics"].get("condition") == "service_completed_successfully"
+        assert w.get("hostname") == name, "each worker needs a stable, resolvable host name"
+    assert len(data_volumes) == 2, "each worker needs its own RocksDB volume"
+    assert len({env_of(w)["SHOPWATCH_APP_ID"] for w in workers.values()}) == 1, "one consumer group"
+
+
+def test_compose_references_resolve():
+    c = compose()
+    services, volumes = c["services"], set(c.get("volumes") or {})
+    used = set()
+    for name, s in services.items():
+        for dep in depends(s):
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        for src, _target in mounts(s):
+            if src.startswith((".", "/")):
+                assert (DEPLOY / src).exists(), f"{name} mounts missing file {src}"
+            else:
+                assert src in volumes, f"{name} uses undeclared volume {src}"
+                used.add(src)
+    assert used == volumes, f"declared but unused volumes: {volumes - used}"
+
+
+def test_compose_creates_the_readme_topics():
+    c = compose()
+    svc = c["services"]["kafka-topics"]
+    assert svc["image"] == c["services"]["kafka"]["image"]
+    assert depends(svc)["kafka"]["condition"] == "service_healthy"
+    script = "\n".join(svc["command"]) if isinstance(svc["command"], list) else svc["command"]
+    assert not re.search(r"(?<!\$)\$(?!\$)", script.replace("$$", "")), "escape shell $ as $$ in compose"
+    created = dict(re.findall(r"--topic (\S+) --partitions (\d+)", script))
+    assert set(created) == readme_topics()
+    partitions = {env_of(w)["SHOPWATCH_PARTITIONS"] for w in worker_services(c).values()}
+    assert set(created.values()) == partitions, "topics and workers disagree on SHOPWATCH_PARTITIONS"
+    assert re.search(r"--topic shop\.scores [^\n]*cleanup\.policy=compact", script)
+    assert "--bootstrap-server kafka:9092" in script
+
+
+def test_prometheus_scrapes_the_workers():
+    c = compose()
+    prom = load(DEPLOY / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    job = jobs["shopwatch"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    expected = {f"{n}:{env_of(w)['SHOPWATCH_WEB_PORT']}" for n, w in worker_services(c).items()}
+    assert targets == expected
+    assert expected == {f"{n}:6066" for n in worker_services(c)}
+    for j in jobs.values():
+        for sc in j["static_configs"]:
+            for t in sc["targets"]:
+                assert t.split(":")[0] in c["services"] or t.startswith("localhost:"), t
+    # the config and its rule files are mounted where Prometheus looks for them
+    p = c["services"]["prometheus"]
+    mounted = {Path(t): Path(s).name for s, t in mounts(p) if s.startswith(".")}
+    cfg_path = next(t for t in mounted if mounted[t] == "prometheus.yml")
+    assert f"--config.file={cfg_path}" in p["command"]
+    for rule_file in prom["rule_files"]:
+        in_container = cfg_path.parent / rule_file
+        assert in_container in mounted, rule_file
+        assert (DEPLOY / mounted[in_container]).is_file()
+        assert (DEPLOY / rule_file).is_file()
+
+
+# --------------------------------------------------------------------------- alert rules
+
+
+def rules() -> dict[str, dict]:
+    doc = load(DEPLOY / "alert-rules.yml")
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+
+
+def test_alert_rules_structure():
+    rs = rules()
+    for name, r in rs.items():
+        assert r["expr"] and r["labels"]["severity"] in ("info", "warning", "critical"), name
+        assert r["annotations"]["summary"], name
+        assert re.fullmatch(r"\d+[smh]", r.get("for", "0s")), name
+    assert 'up{job="shopwatch"}' in rs["ShopwatchWorkerDown"]["expr"]
+    inv = rs["ShopwatchInvalidEvents"]
+    assert "rate(shopwatch_invalid_events_total[5m])" in inv["expr"] and "> 0" in inv["expr"]
+    assert inv["for"] == "5m"
+    assert "kafka_consumergroup_lag" in rs["ShopwatchConsumerLagGrowing"]["expr"]
+    assert "shopwatch_events_total" in rs["ShopwatchNotConsuming"]["expr"]
+    # every shopwatch_* metric a rule uses is one the code defines
+    defined = code_metric_names()
+    assert {"shopwatch_events_total", "shopwatch_invalid_events_total", "shopwatch_sink_deliveries_total"} <= defined
+    for name, r in rs.items():
+        for metric in re.findall(r"\bshopwatch_[a-z0-9_]+", r["expr"]):
+            assert metric in defined, f"{name} uses {metric}, which no code defines"
+    # the consumer group in the lag rules is the app id
+    app_id = env_of(next(iter(worker_services(compose()).values())))["SHOPWATCH_APP_ID"]
+    for r in rs.values():
+        for group in re.findall(r'consumergroup="([^"]+)"', r["expr"]):
+            assert group == app_id
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instr, _, rest = line.partition(" ")
+            out.append((instr.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile():
+    ins = dockerfile()
+    assert ins[0] == ("FROM", "python:3.11-slim")
+    last = {k: v for k, v in ins}
+    assert last["ENTRYPOINT"] == '["shopwatch"]'
+    assert last["CMD"] == '["worker"]'
+    assert any(k == "RUN" and re.search(r"pip install (\S+ )*\.(\s|$)", v) for k, v in ins)
+    copied = set()
+    for k, v in ins:
+        if k == "COPY":
+            *sources, _dest = v.split()
+            for s in sources:
+                assert (ROOT / s).exists(), f"COPY {s}: not in the build context (the repository root)"
+                copied.add(s.rstrip("/"))
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    for src in re.findall(r'"shopwatch\.\w+" = "(\w+)"', pyproject):
+        assert src in copied, f"package source {src}/ is not copied"
+    assert {"pyproject.toml", "README.md"} <= copied
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(v for k, v in ins if k == "ENV")))
+    assert set(env) - {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR",
+                       "PIP_DISABLE_PIP_VERSION_CHECK"} <= allowed_env()
+    assert env["SHOPWATCH_WEB_BIND"] == "0.0.0.0"
+    assert last["EXPOSE"] == env["SHOPWATCH_WEB_PORT"] == "6066"
+    assert any(k == "USER" and v != "root" for k, v in ins), "run as a non-root user"
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+def k8s_docs() -> list[dict]:
+    with (DEPLOY / "k8s" / "shopwatch.yaml").open(encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def by_kind(docs, kind) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_k8s_documents_are_well_formed():
+    docs = k8s_docs()
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"), d
+    kinds = {d["kind"] for d in docs}
+    assert {"ConfigMap", "Service", "StatefulSet"} <= kinds
+    assert len({(d["kind"], d["metadata"]["name"]) for d in docs}) == len(docs), "duplicate objects"
+    apis = {"ConfigMap": "v1", "Secret": "v1", "Service": "v1", "StatefulSet": "apps/v1",
+            "PodDisruptionBudget": "policy/v1"}
+    for d in docs:
+        assert d["apiVersion"] == apis[d["kind"]], d["kind"]
+
+
+def test_k8s_configmap_matches_the_readme():
+    docs = k8s_docs()
+    [cm] = by_kind(docs, "ConfigMap")
+    allowed = readme_env_vars()
+    assert set(cm["data"]) <= allowed, f"not in the README's Configuration table: {set(cm['data']) - allowed}"
+    for k, v in cm["data"].items():
+        assert isinstance(v, str), f"ConfigMap values must be strings: {k}={v!r}"
+    assert cm["data"]["SHOPWATCH_WEB_BIND"] == "0.0.0.0"
+    assert cm["data"]["SHOPWATCH_STORE"].startswith("rocksdb")
+    for secret in by_kind(docs, "Secret"):
+        keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+        assert keys <= allowed_env(), keys
+
+
+def test_k8s_statefulset():
+    docs = k8s_docs()
+    [cm] = by_kind(docs, "ConfigMap")
+    [sts] = by_kind(docs, "StatefulSet")
+    spec = sts["spec"]
+    assert spec["replicas"] == 2
+    pod = spec["template"]
+    labels = pod["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    # the governing Service is headless and selects these pods
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    svc = services[spec["serviceName"]]
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"].items() <= labels.items()
+    [c] = pod["spec"]["containers"]
+    assert c.get("args", ["worker"]) == ["worker"] and "command" not in c
+    ports = {p.get("name"): p["containerPort"] for p in c["ports"]}
+    web_port = int(cm["data"]["SHOPWATCH_WEB_PORT"])
+    assert web_port in ports.values()
+
+    def resolve(port):
+        return ports[port] if isinstance(port, str) else port
+
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert resolve(get["port"]) == web_port, probe
+    if "startupProbe" in c:
+        assert resolve(c["startupProbe"]["httpGet"]["port"]) == web_port
+    for p in svc["spec"]["ports"]:
+        assert resolve(p.get("targetPort", p["port"])) == web_port
+    # env from the ConfigMap (and the optional sinks Secret) of this file
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    refs = c["envFrom"]
+    assert {"configMapRef": {"name": cm["metadata"]["name"]}} in refs
+    for r in refs:
+        if "configMapRef" in r:
+            assert ("ConfigMap", r["configMapRef"]["name"]) in names
+        if "secretRef" in r:
+            assert ("Secret", r["secretRef"]["name"]) in names or r["secretRef"].get("optional")
+    # RocksDB data on the claim template, at SHOPWATCH_DATA_DIR
+    claims = {t["metadata"]["name"]: t for t in spec["volumeClaimTemplates"]}
+    mounts_ = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert set(claims) <= set(mounts_)
+    assert cm["data"]["SHOPWATCH_DATA_DIR"] in [mounts_[n] for n in claims]
+    for t in claims.values():
+        assert "ReadWriteOnce" in t["spec"]["accessModes"]
+        assert mem_bytes(t["spec"]["resources"]["requests"]["storage"]) >= 2**30
+    # fits a 2-core node: both replicas' requests, and one pod's limit, within 2 cores
+    res = c["resources"]
+    req_cpu, lim_cpu = cpu_cores(res["requests"]["cpu"]), cpu_cores(res["limits"]["cpu"])
+    assert req_cpu * spec["replicas"] <= 1.5, "leave room for the kubelet and system pods"
+    assert req_cpu <= lim_cpu <= 2
+    assert mem_bytes(res["requests"]["memory"]) <= mem_bytes(res["limits"]["memory"]) <= 4 * 2**30
+    sc = pod["spec"].get("securityContext", {})
+    assert sc.get("runAsNonRoot") and sc.get("fsGroup"), "the volume must be writable by the image's user"
+
+
+# --------------------------------------------------------------------------- promtool
+
+
+def promtool() -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip("promtool not installed (Debian package: prometheus)")
+    return tool
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_check_config_and_rules():
+    tool = promtool()
+    r = run(tool, "check", "config", str(DEPLOY / "prometheus.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(tool, "check", "rules", str(DEPLOY / "alert-rules.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_alert_rules_fire_when_they_should(tmp_path):
+    """``promtool test rules`` over synthetic series (annotations stripped: their texts are not the point)."""
+    tool = promtool()
+    doc = load(DEPLOY / "alert-rules.yml")
+    for g in doc["groups"]:
+        for r in g["rules"]:
+            r.pop("annotations", None)
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    w1 = {"job": "shopwatch", "instance": "shopwatch-worker-1:6066"}
+    lag = {"consumergroup": "shopwatch", "topic": "shop.orders", "partition": "0"}
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # a worker dies; the other keeps running; invalid events keep coming
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'up{job="shopwatch", instance="shopwatch-worker-1:6066"}', "values": "1 1 0x20"},
+                    {"series": 'up{job="shopwatch", instance="shopwatch-worker-2:6066"}', "values": "1x22"},
+                    {"series": 'shopwatch_invalid_events_total{job="shopwatch", instance="shopwatch-worker-2:6066", topic="shop.orders"}',
+                     "values": "0+3x22"},
+                    {"series": 'shopwatch_events_total{job="shopwatch", instance="shopwatch-worker-2:6066", topic="shop.orders", type="order.created"}',
+                     "values": "0+100x22"},
+                    {"series": 'kafka_consumergroup_lag{consumergroup="shopwatch", topic="shop.orders", partition="0"}',
+                     "values": "5x22"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "ShopwatchWorkerDown", "exp_alerts": []},
+                    {"eval_time": "5m", "alertname": "ShopwatchWorkerDown",
+                     "exp_alerts": [{"exp_labels": {**w1, "severity": "critical"}}]},
+                    {"eval_time": "5m", "alertname": "ShopwatchNoWorkers", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "ShopwatchInvalidEvents", "exp_alerts": []},
+                    {"eval_time": "10m", "alertname": "ShopwatchInvalidEvents",
+                     "exp_alerts": [{"exp_labels": {"topic": "shop.orders", "severity": "warning"}}]},
+                    {"eval_time": "20m", "alertname": "ShopwatchConsumerLagGrowing", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "ShopwatchNotConsuming", "exp_alerts": []},
+                ],
+            },
+            {   # consumption stalls while the lag grows
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'up{job="shopwatch", instance="shopwatch-worker-1:6066"}', "values": "1x40"},
+                    {"series": 'shopwatch_events_total{job="shopwatch", instance="shopwatch-worker-1:6066", topic="shop.orders", type="order.created"}',
+                     "values": "100x40"},
+                    {"series": 'kafka_consumergroup_lag{consumergroup="shopwatch", topic="shop.orders", partition="0"}',
+                     "values": "0+50x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "ShopwatchConsumerLagGrowing", "exp_alerts": []},
+                    {"eval_time": "30m", "alertname": "ShopwatchConsumerLagGrowing",
+                     "exp_alerts": [{"exp_labels": {"consumergroup": lag["consumergroup"], "topic": lag["topic"],
+                                                    "severity": "warning"}}]},
+                    {"eval_time": "30m", "alertname": "ShopwatchNotConsuming",
+                     "exp_alerts": [{"exp_labels": {"severity": "critical"}}]},
+                    {"eval_time": "30m", "alertname": "ShopwatchWorkerDown", "exp_alerts": []},
+                ],
+            },
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    r = run(tool, "test", "rules", str(tmp_path / "tests.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
