@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-KAFKA := deploy/kafka/kafka.sh
+KAFKA := bash deploy/kafka/kafka.sh
 
 .PHONY: setup demo test lint unit broker acceptance bench kafka-up kafka-down clean
 

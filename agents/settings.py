@@ -21,6 +21,10 @@ class Settings:
     data_dir: str = field(default_factory=lambda: _env("SHOPWATCH_DATA_DIR", "var/shopwatch"))
     web_port: int = field(default_factory=lambda: int(_env("SHOPWATCH_WEB_PORT", "6066")))
     clock: str = field(default_factory=lambda: _env("SHOPWATCH_CLOCK", "wall"))  # "wall" or "event"
+    # Faust table store: "memory://" now, "rocksdb://" for the stateful workers.
+    store: str = field(default_factory=lambda: _env("SHOPWATCH_STORE", "memory://"))
+    # Address the worker's HTTP server (/metrics, /healthz) listens on.
+    web_bind: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_BIND", "127.0.0.1"))
 
     def topic(self, default_name: str) -> str:
         """Topic names are configurable: SHOPWATCH_TOPIC_ORDERS=... or a common prefix."""

@@ -1,0 +1,67 @@
+"""Shared fixtures. Broker tests run on a REAL Kafka broker, never a mock:
+
+- ``kafka_bootstrap`` (session): KAFKA_BOOTSTRAP if set, else the local
+  single-node broker of ``deploy/kafka/kafka.sh up`` (started if needed, left
+  running) on 127.0.0.1:$KAFKA_PORT (9092). If it cannot start, the tests
+  that need it fail; they are never skipped.
+- ``topic_prefix``: a prefix unique to one test (and one run), so reruns and
+  other tests never see each other's records; its topics are deleted after
+  the test.
+- ``shopwatch_env``: the environment for a ``shopwatch`` subprocess wired to
+  that broker, that prefix and a unique consumer group (app id).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from broker_helpers import KAFKA_SH, delete_topics, free_port, unique_prefix
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if bootstrap:
+        return bootstrap
+    try:
+        # The first run on a machine fetches Kafka with Maven: allow for it.
+        r = subprocess.run(["bash", str(KAFKA_SH), "up"], capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{KAFKA_SH} up timed out after {exc.timeout}s:\n{exc.stderr or ''}", pytrace=False)
+    if r.returncode != 0:
+        pytest.fail(
+            f"{KAFKA_SH} up failed (exit {r.returncode}); the broker tests need a real Kafka "
+            f"(or KAFKA_BOOTSTRAP):\n{r.stdout}\n{r.stderr}",
+            pytrace=False,
+        )
+    return "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092")
+
+
+@pytest.fixture
+def topic_prefix(request):
+    """A unique topic prefix; the test's topics (and Faust's internal topics
+    of an app id starting with it) are deleted afterwards, unless
+    SHOPWATCH_KEEP_TEST_TOPICS=1 (to look at them)."""
+    prefix = unique_prefix(request.node.name)
+    yield prefix
+    if "kafka_bootstrap" in request.fixturenames and not os.environ.get("SHOPWATCH_KEEP_TEST_TOPICS"):
+        delete_topics(request.getfixturevalue("kafka_bootstrap"), prefix)
+
+
+@pytest.fixture
+def shopwatch_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a `shopwatch` subprocess: this test's topics, group, port and data dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPWATCH_")}
+    env.update(
+        KAFKA_BOOTSTRAP=kafka_bootstrap,
+        SHOPWATCH_TOPIC_PREFIX=topic_prefix,
+        SHOPWATCH_APP_ID=topic_prefix + "shopwatch",
+        SHOPWATCH_WEB_PORT=str(free_port()),
+        SHOPWATCH_WEB_BIND="127.0.0.1",
+        SHOPWATCH_DATA_DIR=str(tmp_path / "data"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
