@@ -31,7 +31,7 @@ from typing import NamedTuple
 import orjson
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Counter, generate_latest
 
-from shopwatch.schemas.events import TOPIC_CHATS, InvalidEvent, decode
+from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, InvalidEvent, decode
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,13 @@ def install(app, on_valid: OnValid | None = None) -> None:
 
     app.agent(raw_topic(*order_keyed), name="shopwatch.ingest.orders")(ingest_orders)
     app.agent(raw_topic(chats), name="shopwatch.ingest.chats")(ingest_chats)
+    install_views(app)
 
-    input_names = {*order_keyed, chats}
+
+def install_views(app) -> None:
+    """/metrics, /healthz and /readyz."""
+    topics = app.sw_topics
+    input_names = {n for d, n in topics.names.items() if d in INPUT_TOPICS}
 
     def status() -> dict:
         try:

@@ -21,8 +21,8 @@ class Settings:
     data_dir: str = field(default_factory=lambda: _env("SHOPWATCH_DATA_DIR", "var/shopwatch"))
     web_port: int = field(default_factory=lambda: int(_env("SHOPWATCH_WEB_PORT", "6066")))
     clock: str = field(default_factory=lambda: _env("SHOPWATCH_CLOCK", "wall"))  # "wall" or "event"
-    # Faust table store: "memory://" now, "rocksdb://" for the stateful workers.
-    store: str = field(default_factory=lambda: _env("SHOPWATCH_STORE", "memory://"))
+    # Faust table store: RocksDB (rocksdict) for the stateful workers.
+    store: str = field(default_factory=lambda: _env("SHOPWATCH_STORE", "rocksdb://"))
     # Address the worker's HTTP server (/metrics, /healthz) listens on.
     web_bind: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_BIND", "127.0.0.1"))
 

@@ -64,8 +64,8 @@ ROCKSDB_OPTIONS = {
 }
 
 
-def _dumps(p: int, state) -> bytes:
-    return orjson.dumps({"p": p, "s": state.snapshot()})
+def _doc(p: int, state) -> dict:
+    return {"p": p, "s": state.snapshot()}
 
 
 class TableStates:
@@ -84,10 +84,10 @@ class TableStates:
         st = self.cache.get(key)
         if st is not None:
             return st
-        raw = self.table.get(self._k(key))
-        if raw is None:
+        doc = self.table.get(self._k(key))
+        if doc is None:
             return default
-        st = self.cls.restore(orjson.loads(raw)["s"])
+        st = self.cls.restore(doc["s"])
         self.cache[key] = st
         return st
 
@@ -107,12 +107,11 @@ class TableStates:
         for key in dirty:
             st = self.cache.get(key)
             if st is not None:
-                self.table[self._k(key)] = _dumps(self.p, st)
+                self.table[self._k(key)] = _doc(self.p, st)
         self.cache.clear()
 
     def items_of_partition(self):
-        for k, raw in list(self.table.items()):
-            d = orjson.loads(raw)
+        for k, d in list(self.table.items()):
             if d.get("p") == self.p:
                 yield (k.decode() if isinstance(k, bytes) else k), self.cls.restore(d["s"])
 
@@ -128,20 +127,27 @@ class Topology:
         self.domain = EVENT if settings.clock == "event" else WALL
         P = settings.partitions
         t = settings.topic
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.names = {n: t(n) for n in (*INPUT_TOPICS, TOPIC_TICKS, TOPIC_CONTRIBS, TOPIC_ALERTS, TOPIC_SCORES)}
         self.order_sources = [t(TOPIC_ORDERS), t(TOPIC_SHIPMENTS), t(TOPIC_REFUNDS)]
+        for name in (t(TOPIC_TICKS), t(TOPIC_CONTRIBS)):
+            app.require_topic(name, copartition_with=t(TOPIC_ORDERS) if name == t(TOPIC_TICKS) else None)
         self.ticks = app.topic(t(TOPIC_TICKS), partitions=P, **raw)
         self.contribs = app.topic(t(TOPIC_CONTRIBS), partitions=P, **raw)
         self.alerts = app.topic(t(TOPIC_ALERTS), partitions=P, **raw)
         self.scores = app.topic(t(TOPIC_SCORES), partitions=P, compacting=True, **raw)
         self.order_in = app.topic(*self.order_sources, t(TOPIC_TICKS), partitions=P, **raw)
         self.chat_in = app.topic(t(TOPIC_CHATS), partitions=P, **raw)
-        topts = {"partitions": P, "options": dict(ROCKSDB_OPTIONS), **raw}
+        # keys: the topic key bytes (so table_route and the producer agree); values: JSON documents
+        schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+        # (Faust picks the store's key codec from key_type, not from the schema)
+        topts = {"partitions": P, "options": dict(ROCKSDB_OPTIONS), "schema": schema, "key_type": bytes}
         self.orders_table = app.Table("orders", **topts)
         self.pending_table = app.Table("pending", **topts)
         self.sessions_table = app.Table("sessions", **topts)
         self.shops_table = app.Table("shops", **topts)
+        self.shop_pending_table = app.Table("shop-pending", **topts)
+        self.streams = [f"{k}:{p}" for k in ("orders", "chats") for p in range(P)]
         self.alerts_table = app.Table("alerts", **topts)
         self.order_logic = OrderLogic(rules)
         self.session_logic = SessionLogic(rules)
@@ -150,6 +156,7 @@ class Topology:
         self.chat_parts: dict[int, tuple] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
         self.last_seen: dict[tuple, float] = {}  # (source, partition) -> monotonic seconds
+        self.started = time.monotonic()
         self.shop_wm: dict[int, dict] = {}  # shop partition -> source -> watermark
         self.shop_dirty: dict[int, set] = {}
         self._install()
@@ -161,8 +168,7 @@ class Topology:
             store = TableStates(self.orders_table, OrderState, p)
             kp = KeyedPartition(self.order_logic, p, self.order_sources, self.domain, key_of=lambda ev: ev["order_id"])
             pending = {}
-            for k, raw in list(self.pending_table.items()):
-                d = orjson.loads(raw)
+            for k, d in list(self.pending_table.items()):
                 if d.get("p") == p:
                     pending[k.decode()] = d["s"]
             kp.recover(store.items_of_partition(), pending, store=store)
@@ -182,17 +188,22 @@ class Topology:
     def _shop_part(self, p: int) -> ShopPartition:
         part = self.shop_parts.get(p)
         if part is None:
-            part = self.shop_parts[p] = ShopPartition(self.shop_logic, self.domain)
+            part = self.shop_parts[p] = ShopPartition(self.shop_logic, self.domain, self.streams)
             store = TableStates(self.shops_table, ShopState, p)
-            part.recover(dict(store.items_of_partition()))
+            pending = {}
+            for k, d in list(self.shop_pending_table.items()):
+                if d.get("p") == p:
+                    pending[k.decode()] = d["s"]
+            part.recover(dict(store.items_of_partition()), pending)
         return part
 
     def _idle(self, p: int, sources) -> frozenset:
+        """Sources silent for IDLE_SECONDS (wall time, since we started or last heard of them)."""
         now = time.monotonic()
-        return frozenset(s for s in sources if now - self.last_seen.get((s, p), 0) > IDLE_SECONDS)
+        return frozenset(s for s in sources if now - self.last_seen.get((s, p), self.started) > IDLE_SECONDS)
 
     # --------------------------------------------------------------- outputs
-    async def _emit(self, p: int, kp: KeyedPartition, store: TableStates, out) -> None:
+    async def _emit(self, p: int, kp: KeyedPartition, store: TableStates, out, stream: str) -> None:
         for a in out.alerts:
             ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
             await self.alerts.send(key=a["shop_id"].encode(), value=orjson.dumps(a))
@@ -204,18 +215,19 @@ class Topology:
             b[1].append(c)
         for (platform, shop_id, src, off), (idx, cs) in batches.items():
             CONTRIBS_SENT.inc()
-            await self.contribs.send(key=f"{platform}:{shop_id}".encode(),
-                                     value=orjson.dumps({"src": src, "off": off, "i": idx, "cs": cs}))
+            await self.contribs.send(key=f"{platform}:{shop_id}".encode(), value=orjson.dumps(
+                {"stream": stream, "src": f"{src}:{p}", "off": off, "i": idx, "cs": cs}))
         store.flush(out.dirty)
         for key in out.pending_changed:
             plist = kp.pending.get(key)
             if plist:
-                self.pending_table[key.encode()] = orjson.dumps({"p": p, "s": plist})
+                self.pending_table[key.encode()] = {"p": p, "s": plist}
             else:
                 self.pending_table.pop(key.encode(), None)
 
-    async def _forward_watermark(self, source: str, now_us: int, flush: bool) -> None:
-        msg = orjson.dumps({"wm": now_us, "src": source, "flush": flush})
+    async def _forward_watermark(self, stream: str, now_us: int, flush: bool) -> None:
+        """After its own contributions, a stream tells every shop partition its clock."""
+        msg = orjson.dumps({"wm": now_us, "stream": stream, "flush": flush})
         for q in range(self.s.partitions):
             await self.contribs.send(key=b"__tick__", value=msg, partition=q)
 
@@ -232,9 +244,9 @@ class Topology:
                 kp, store = self._order_part(p)
                 if m.topic == ticks_name:
                     tick = orjson.loads(m.value)
-                    out = kp.on_tick(f"{m.topic}:{p}", m.offset, tick.get("now_us"), flush=tick.get("flush", False),
+                    out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False),
                                      idle=self._idle(p, self.order_sources))
-                    await self._emit(p, kp, store, out)
+                    await self._emit(p, kp, store, out, f"orders:{p}")
                     if tick.get("now_us") is not None:
                         await self._forward_watermark(f"orders:{p}", tick["now_us"], tick.get("flush", False))
                     continue
@@ -243,7 +255,7 @@ class Topology:
                 if ev is None:
                     continue
                 out = kp.on_record(m.topic, m.offset, ev, idle=self._idle(p, self.order_sources))
-                await self._emit(p, kp, store, out)
+                await self._emit(p, kp, store, out, f"orders:{p}")
 
         @app.agent(self.chat_in, name="shopwatch-chats", concurrency=1)
         async def chat_agent(stream):
@@ -255,7 +267,7 @@ class Topology:
                 if ev is None:
                     continue
                 out = kp.on_record(m.topic, m.offset, ev)
-                await self._emit(p, kp, store, out)
+                await self._emit(p, kp, store, out, f"chats:{p}")
 
         @app.agent(self.ticks, name="shopwatch-chat-ticks", concurrency=1)
         async def chat_tick_agent(stream):
@@ -272,25 +284,30 @@ class Topology:
                 m = event.message
                 p = m.partition
                 part = self._shop_part(p)
-                store = TableStates(self.shops_table, ShopState, p)
-                store.cache = part.states  # the shop side keeps its (few) states in memory
                 d = orjson.loads(m.value)
                 alerts: list = []
                 dirty: set = set()
                 snaps: list = []
+                changed: set = set()
+                idle = self._idle(p, self.streams)
                 if "wm" in d:
                     wms = self.shop_wm.setdefault(p, {})
-                    wms[d["src"]] = d["wm"]
-                    if len(wms) >= 2 * self.s.partitions:
-                        low = min(wms.values())
-                        snaps = part.on_tick(low, inclusive=self.domain == EVENT, out_alerts=alerts, dirty=dirty)
+                    wms[d["stream"]] = (d["wm"], d.get("flush", False))
+                    part.merger.promise(d["stream"], d["wm"])
+                    if len(wms) >= len(self.streams):
+                        low = min(w for w, _f in wms.values())
+                        flush = all(f for _w, f in wms.values())
+                        snaps, changed = part.on_tick(low, self.domain == EVENT, alerts, dirty, flush=flush, idle=idle)
                         for key in sorted(self.shop_dirty.pop(p, set()) | dirty):
                             snaps.append(self.shop_logic.snapshot(part.states[key], low))
+                    else:
+                        _snaps, changed = part.on_tick(None, False, alerts, dirty, idle=idle)
                 else:
-                    key = m.key.decode()
+                    self.last_seen[(d["stream"], p)] = time.monotonic()
                     cs = [tuple(c) for c in d["cs"]]
-                    if part.on_contribs(key, d["src"], d["off"], d["i"], cs, alerts, dirty):
-                        self.shop_dirty.setdefault(p, set()).add(key)
+                    changed = part.on_batch(m.key.decode(), d["stream"], d["src"], d["off"], d["i"], cs, alerts,
+                                            dirty, idle=idle)
+                self.shop_dirty.setdefault(p, set()).update(dirty)
                 for a in alerts:
                     ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
                     await self.alerts.send(key=a["shop_id"].encode(), value=orjson.dumps(a))
@@ -298,7 +315,13 @@ class Topology:
                     await self.scores.send(key=f"{snap['platform']}:{snap['shop_id']}".encode(),
                                            value=orjson.dumps(snap))
                 for key in dirty:
-                    self.shops_table[key.encode()] = _dumps(p, part.states[key])
+                    self.shops_table[key.encode()] = _doc(p, part.states[key])
+                for key in changed:
+                    plist = part.pending.get(key)
+                    if plist:
+                        self.shop_pending_table[key.encode()] = {"p": p, "s": plist}
+                    else:
+                        self.shop_pending_table.pop(key.encode(), None)
 
         @app.agent(self.alerts, name="shopwatch-alerts", concurrency=1)
         async def alert_agent(stream):
@@ -306,8 +329,7 @@ class Topology:
             async for event in stream.events():
                 a = orjson.loads(event.message.value)
                 k = a["shop_id"].encode()
-                raw = self.alerts_table.get(k)
-                cur = orjson.loads(raw) if raw else {}
+                cur = dict(self.alerts_table.get(k) or {})
                 prev = cur.get(a["alert_id"])
                 if prev is not None and prev["status"] == a["status"]:
                     continue
@@ -315,7 +337,7 @@ class Topology:
                     cur[a["alert_id"]] = a
                 else:
                     cur.pop(a["alert_id"], None)
-                self.alerts_table[k] = orjson.dumps(cur)
+                self.alerts_table[k] = cur
 
         @app.timer(interval=1.0, on_leader=True)
         async def send_ticks():
@@ -325,7 +347,8 @@ class Topology:
             for q in range(self.s.partitions):
                 await self.ticks.send(key=b"__tick__", value=value, partition=q)
 
-        async def _reset(_sender=None, **_kw):
+        async def _reset(*_args, **_kw):
+            self.started = time.monotonic()
             self.order_parts.clear()
             self.chat_parts.clear()
             self.shop_parts.clear()
@@ -346,10 +369,10 @@ class Topology:
                 return await app.router.route_req(topo.shops_table.name, key.encode(), web, request)
             except faust.exceptions.SameNode:
                 pass
-            raw = topo.shops_table.get(key.encode())
-            if raw is None:
+            doc = topo.shops_table.get(key.encode())
+            if doc is None:
                 return web.json({"error": "unknown shop", "shop": key}, status=404)
-            st = ShopState.restore(orjson.loads(raw)["s"])
+            st = ShopState.restore(doc["s"])
             return web.json(topo.shop_logic.snapshot(st, st.now_us or 0))
 
         @app.page("/orders/{order_id}")
@@ -358,10 +381,10 @@ class Topology:
                 return await app.router.route_req(topo.orders_table.name, order_id.encode(), web, request)
             except faust.exceptions.SameNode:
                 pass
-            raw = topo.orders_table.get(order_id.encode())
-            if raw is None:
+            doc = topo.orders_table.get(order_id.encode())
+            if doc is None:
                 return web.json({"error": "unknown order", "order_id": order_id}, status=404)
-            st = OrderState.restore(orjson.loads(raw)["s"])
+            st = OrderState.restore(doc["s"])
             from shopwatch.streams.clock import fmt_ts
 
             return web.json({
@@ -386,7 +409,6 @@ class Topology:
                 return await app.router.route_req(topo.alerts_table.name, shop_id.encode(), web, request)
             except faust.exceptions.SameNode:
                 pass
-            raw = topo.alerts_table.get(shop_id.encode())
-            cur = orjson.loads(raw) if raw else {}
+            cur = topo.alerts_table.get(shop_id.encode()) or {}
             items = [a for a in cur.values() if status in ("firing", "all")]
             return web.json({"shop_id": shop_id, "status": status, "alerts": sorted(items, key=lambda a: a["at"])})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 
 from shopwatch.agents.settings import settings
 
@@ -24,9 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clock",
         choices=("event", "wall"),
-        help="timer clock: event time or wall time (env SHOPWATCH_CLOCK, wall); not used by ingestion yet",
+        help="timer clock: event time (backfills, tests) or wall time (live) (env SHOPWATCH_CLOCK, wall)",
     )
     p.add_argument("-l", "--loglevel", default="info", help="log level: debug, info, warning, error (default info)")
+    p.add_argument("--ingest-only", action="store_true",
+                   help="only validate and count (no rules): the skeleton's ingestion worker")
     p.set_defaults(func=run)
 
 
@@ -45,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
     }
     s = dataclasses.replace(s, **{k: v for k, v in overrides.items() if v is not None})
     app = build_app(s)
-    ingest.install(app)
+    if args.ingest_only:
+        ingest.install(app)
+    else:
+        from shopwatch.agents.replay import load_rules
+        from shopwatch.agents.topology import Topology
+
+        Topology(app, s, load_rules(os.environ.get("SHOPWATCH_RULES")), ingest.make_ingest(app))
+        ingest.install_views(app)
     logging.getLogger(__name__).debug("settings: %s", s)
     worker = faust.Worker(app, loglevel=args.loglevel)
     try:
