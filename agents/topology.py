@@ -29,6 +29,7 @@ import time
 
 import faust
 import orjson
+from faust.types import TP
 from prometheus_client import Counter
 
 from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, TOPIC_ORDERS, TOPIC_REFUNDS, TOPIC_SHIPMENTS
@@ -51,7 +52,6 @@ TOPIC_DLQ = "shop.dlq"
 
 ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alerts emitted", ["kind", "status"])
 CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Indicator contribution batches sent to shops")
-IDLE_SECONDS = 2.0  # a source silent this long no longer holds back the event-time merge
 
 ROCKSDB_OPTIONS = {
     "driver": "rocksdict",
@@ -155,9 +155,9 @@ class Topology:
         self.order_parts: dict[int, tuple] = {}
         self.chat_parts: dict[int, tuple] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
-        self.last_seen: dict[tuple, float] = {}  # (source, partition) -> monotonic seconds
-        self.started = time.monotonic()
-        self.shop_wm: dict[int, dict] = {}  # shop partition -> source -> watermark
+        self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
+        self.shop_wm: dict[int, dict] = {}  # shop partition -> stream -> [watermark, flushed watermark]
+        self.shop_final: dict[int, int] = {}  # shop partition -> the last backfill end it flushed
         self.shop_dirty: dict[int, set] = {}
         self._install()
 
@@ -198,9 +198,28 @@ class Topology:
         return part
 
     def _idle(self, p: int, sources) -> frozenset:
-        """Sources silent for IDLE_SECONDS (wall time, since we started or last heard of them)."""
-        now = time.monotonic()
-        return frozenset(s for s in sources if now - self.last_seen.get((s, p), self.started) > IDLE_SECONDS)
+        """Sources of partition ``p`` with nothing more to read now: the consumer has
+        reached their high watermark. Such a source cannot bring anything earlier
+        at the moment, so it does not hold back the event-time merge (a record
+        produced there later is applied late, never lost)."""
+        consumer = self.app.consumer
+        out = []
+        for s in sources:
+            tp = TP(s, p)
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:  # not assigned (yet)
+                hw = None
+            if hw is None:
+                continue
+            last = self.last_offset.get((s, p))
+            if last is not None:
+                pos = last + 1
+            else:
+                pos = getattr(consumer, "_committed_offset", {}).get(tp) or 0
+            if pos >= hw:
+                out.append(s)
+        return frozenset(out)
 
     # --------------------------------------------------------------- outputs
     async def _emit(self, p: int, kp: KeyedPartition, store: TableStates, out, stream: str) -> None:
@@ -247,10 +266,11 @@ class Topology:
                     out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False),
                                      idle=self._idle(p, self.order_sources))
                     await self._emit(p, kp, store, out, f"orders:{p}")
-                    if tick.get("now_us") is not None:
-                        await self._forward_watermark(f"orders:{p}", tick["now_us"], tick.get("flush", False))
+                    wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
+                    if wm is not None:
+                        await self._forward_watermark(f"orders:{p}", wm, tick.get("flush", False))
                     continue
-                self.last_seen[(m.topic, p)] = time.monotonic()
+                self.last_offset[(m.topic, p)] = m.offset
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
                 if ev is None:
                     continue
@@ -274,9 +294,12 @@ class Topology:
             # Chats have no timers; their partition only passes the clock on to the shops.
             async for event in stream.events():
                 tick = orjson.loads(event.message.value)
-                if tick.get("now_us") is not None:
-                    await self._forward_watermark(f"chats:{event.message.partition}", tick["now_us"],
-                                                  tick.get("flush", False))
+                p = event.message.partition
+                wm = tick.get("now_us")
+                if wm is None and p in self.chat_parts:
+                    wm = self.chat_parts[p][0].watermark
+                if wm is not None:
+                    await self._forward_watermark(f"chats:{p}", wm, tick.get("flush", False))
 
         @app.agent(self.contribs, name="shopwatch-shops", concurrency=1)
         async def shop_agent(stream):
@@ -289,21 +312,32 @@ class Topology:
                 dirty: set = set()
                 snaps: list = []
                 changed: set = set()
-                idle = self._idle(p, self.streams)
+                idle = frozenset()  # shop streams promise their progress with watermarks instead
                 if "wm" in d:
+                    # per stream: [greatest watermark, greatest flushed watermark]
                     wms = self.shop_wm.setdefault(p, {})
-                    wms[d["stream"]] = (d["wm"], d.get("flush", False))
+                    w = wms.setdefault(d["stream"], [d["wm"], None])
+                    w[0] = max(w[0], d["wm"])
+                    if d.get("flush"):
+                        w[1] = d["wm"] if w[1] is None else max(w[1], d["wm"])
                     part.merger.promise(d["stream"], d["wm"])
                     if len(wms) >= len(self.streams):
-                        low = min(w for w, _f in wms.values())
-                        flush = all(f for _w, f in wms.values())
-                        snaps, changed = part.on_tick(low, self.domain == EVENT, alerts, dirty, flush=flush, idle=idle)
-                        for key in sorted(self.shop_dirty.pop(p, set()) | dirty):
+                        low = min(x[0] for x in wms.values())
+                        flushed = [x[1] for x in wms.values()]
+                        final = None if None in flushed else min(flushed)
+                        flush = final is not None and final != self.shop_final.get(p)
+                        if flush:
+                            self.shop_final[p] = low = final
+                        # the end of a backfill (`shopwatch tick --until`) fires timers due at T too, like replay
+                        snaps, changed = part.on_tick(low, self.domain == EVENT and flush, alerts, dirty,
+                                                      flush=flush, idle=idle)
+                        # on change (at most once a round), and every shop at the end of a backfill
+                        keys = set(part.states) if flush else self.shop_dirty.pop(p, set()) | dirty
+                        for key in sorted(keys):
                             snaps.append(self.shop_logic.snapshot(part.states[key], low))
                     else:
                         _snaps, changed = part.on_tick(None, False, alerts, dirty, idle=idle)
                 else:
-                    self.last_seen[(d["stream"], p)] = time.monotonic()
                     cs = [tuple(c) for c in d["cs"]]
                     changed = part.on_batch(m.key.decode(), d["stream"], d["src"], d["off"], d["i"], cs, alerts,
                                             dirty, idle=idle)
@@ -348,7 +382,8 @@ class Topology:
                 await self.ticks.send(key=b"__tick__", value=value, partition=q)
 
         async def _reset(*_args, **_kw):
-            self.started = time.monotonic()
+            self.last_offset.clear()
+            self.shop_wm.clear()
             self.order_parts.clear()
             self.chat_parts.clear()
             self.shop_parts.clear()
