@@ -14,6 +14,9 @@ $(BIN)/shopwatch: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/shopwatch
+	@command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
+	  echo "setup: promtool not installed (the deploy-file checks that need it will skip)"; }
 
 lint: setup
 	$(BIN)/ruff check .
@@ -38,7 +41,7 @@ acceptance: setup
 bench: setup
 	$(BIN)/python bench/replay_bench.py
 
-demo: setup
+demo: $(BIN)/shopwatch
 	$(KAFKA) up
 	bash deploy/demo.sh
 
