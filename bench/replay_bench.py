@@ -50,9 +50,9 @@ def replay(path: str) -> tuple[int, float, int]:
     with open(path, "rb") as f:
         bad = replay_lines(f, engine)
     engine.finish()
-    scores = engine.scores()
+    engine.scores()  # part of the job: the snapshots as of the final clock
     dt = time.perf_counter() - t0
-    return len(engine.alerts), dt, bad + 0 * len(scores)
+    return len(engine.alerts), dt, bad
 
 
 def main() -> int:

@@ -46,3 +46,25 @@ def diff_items(old: dict, new: dict, platform: str, shop_id: str, at_us: int, ou
     for k, n in new.items():
         if old.get(k) != n:
             out.append((platform, shop_id, n[0], n[1], n[2], n[3], at_us))
+
+
+def admit(s, ev: dict) -> bool:
+    """The common first step of an entity's logic: drop a duplicate ``event_id``,
+    take platform and shop from the first event, keep the earliest ``ts``."""
+    eid = ev["event_id"]
+    if eid in s.seen:
+        return False
+    s.seen.add(eid)
+    if s.platform is None:
+        s.platform, s.shop_id = ev["platform"], ev["shop_id"]
+    ts = ev["ts_us"]
+    if s.first_us is None or ts < s.first_us:
+        s.first_us = ts
+    return True
+
+
+def update_items(s, new: dict, at_us: int, fx: Effects) -> None:
+    """Replace an entity's indicator items, sending the difference to its shop."""
+    if new != s.items:
+        diff_items(s.items, new, s.platform, s.shop_id, at_us, fx.contribs)
+        s.items = new

@@ -29,10 +29,10 @@ from __future__ import annotations
 from shopwatch.schemas.events import LOGISTICS_REASONS, QUALITY_REASONS
 
 from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolved_summary
-from .clock import DAY_US, HOUR_US
+from .clock import DAY_US, HOUR_US, fmt_ts
 from .config import Rules
 from .deadlines import latest_ship_time_us
-from .logic import Effects, diff_items
+from .logic import Effects, admit, update_items
 
 _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
@@ -181,15 +181,10 @@ class OrderLogic:
 
     # ------------------------------------------------------------------ events
     def on_event(self, s: OrderState, ev: dict, fx: Effects) -> None:
-        eid = ev["event_id"]
-        if eid in s.seen:
+        if not admit(s, ev):
             return
-        s.seen.add(eid)
+        eid = ev["event_id"]
         ts = ev["ts_us"]
-        if s.platform is None:
-            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
-        if s.first_us is None or ts < s.first_us:
-            s.first_us = ts
         t = ev["type"]
         kind, _, step = t.partition(".")
         if kind == "order":
@@ -474,10 +469,7 @@ class OrderLogic:
 
     # ------------------------------------------------------------- indicators
     def _update_items(self, s: OrderState, at_us: int, fx: Effects) -> None:
-        new = self.items(s)
-        if new != s.items:
-            diff_items(s.items, new, s.platform, s.shop_id, at_us, fx.contribs)
-            s.items = new
+        update_items(s, self.items(s), at_us, fx)
 
     def items(self, s: OrderState) -> dict[str, tuple]:
         p = s.platform
@@ -572,8 +564,6 @@ class OrderLogic:
 
 
 def _iso(us):
-    from .clock import fmt_ts
-
     return fmt_ts(us) if us is not None else None
 
 

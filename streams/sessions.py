@@ -20,7 +20,7 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
-from .logic import Effects, diff_items
+from .logic import Effects, admit, update_items
 
 SERVICE_START_S = 9 * 3600
 SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
@@ -104,14 +104,10 @@ class SessionLogic:
     new_state = SessionState
 
     def on_event(self, s: SessionState, ev: dict, fx: Effects) -> None:
-        eid = ev["event_id"]
-        if eid in s.seen:
+        if not admit(s, ev):
             return
-        s.seen.add(eid)
+        eid = ev["event_id"]
         ts = ev["ts_us"]
-        if s.platform is None:
-            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
-        s.first_us = _min(s.first_us, ts)
         step = ev["type"][5:]
         if step == "message":
             s.msgs.append([ts, ev["sender"]])
@@ -126,10 +122,7 @@ class SessionLogic:
         elif step == "rated":
             if s.rating is None or (ts, eid) < (s.rating[0], s.rating[2]):
                 s.rating = [ts, ev["rating"], eid]
-        new = self.items(s)
-        if new != s.items:
-            diff_items(s.items, new, s.platform, s.shop_id, ts, fx.contribs)
-            s.items = new
+        update_items(s, self.items(s), ts, fx)
 
     def timers(self, s: SessionState) -> dict[str, int]:
         return {}
