@@ -68,3 +68,4 @@ def update_items(s, new: dict, at_us: int, fx: Effects) -> None:
     if new != s.items:
         diff_items(s.items, new, s.platform, s.shop_id, at_us, fx.contribs)
         s.items = new
+        s.ver += 1

@@ -110,7 +110,7 @@ class OrderState:
         "shipped_us", "carrier", "tracking_no", "no_logistics", "cancelled_us", "fake_us",
         "first_scan_us", "last_scan_us", "scans", "last_ofd_us", "signed_us",
         "review", "complaints", "refunds",
-        "open", "count", "done", "marks", "items",
+        "open", "count", "done", "marks", "items", "ver",
     )
 
     def __init__(self, order_id: str) -> None:
@@ -142,6 +142,7 @@ class OrderState:
         self.done: set[str] = set()  # one-shot "kind|subject" already fired
         self.marks: dict[str, int] = {}  # scan count at which a numbered alert last fired
         self.items: dict[str, tuple] = {}
+        self.ver = 0  # how many times the items changed: the version a shop has applied
 
     def snapshot(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__}

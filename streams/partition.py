@@ -2,25 +2,41 @@
 
 ``KeyedPartition`` serves the order-keyed input topics (shop.orders,
 shop.shipments, shop.refunds are co-partitioned, so partition p of each holds
-the same orders) or the session-keyed chats, plus the tick topic.
+the same orders) or the session-keyed chats, plus the tick topic;
+``ShopPartition`` serves one partition of the contributions topic.
 
-Replay applies events in file order and fires every timer due strictly before
-the next event. A Kafka partition sees three topics at different speeds, so
-applying records as they arrive would let one topic's clock fire another
-topic's timers early. In the ``event`` clock domain the partition therefore
-merges its sources by event time: each source is a FIFO queue (never reordered
-inside, so offsets stay increasing per source), and the head with the smallest
-``ts`` is applied once every other source has either a queued record, or has
-already shown a later ``ts``, or is idle/closed (the shell says which). That is
-replay's order whenever each source is in event-time order, which is how
-events are produced. In the ``wall`` domain records are applied on arrival and
-ticks carry the wall clock.
+Event-time merge. Replay applies events in file order and fires every timer
+due strictly before the next event. A Kafka partition sees several topics at
+different speeds, so applying records as they arrive would let one topic's
+clock fire another topic's timers early. In the ``event`` clock domain the
+partition therefore merges its sources by event time: each source is a FIFO
+queue (never reordered inside), and the head with the smallest ``ts`` is
+applied once every other source has either a queued record, or has already
+shown a later ``ts``, or is idle (the shell says which). In the ``wall`` domain
+records are applied on arrival and ticks carry the wall clock.
 
-Idempotence (at-least-once delivery): states deduplicate by ``event_id``;
-records still queued are kept in ``pending`` (a changelogged table in the
-shell) and deduplicated there; every contribution batch carries the source
-(topic:partition), the offset of the record (or tick) that caused it and an
-index, increasing per source, so the shop side can drop a redelivered batch.
+Crash safety (at-least-once delivery, SIGKILL at any instant). The shell
+writes each step's ``writes`` to one table and sends ``alerts`` and
+``updates``; after a crash the table holds some prefix of those writes (the
+worker drops its local store after an unclean stop, so the table is rebuilt
+from the changelog) and the inputs come again from the last committed offset.
+What makes that safe:
+
+- one document per key holds the key's state, its still-queued records and its
+  outbox, so a key is never half written;
+- an entity sends its shop its *absolute* items with a version that grows with
+  every change (``ver``), never a delta: the shop keeps, per entity, the last
+  version and items it applied and turns a newer version into the delta
+  itself, so a copy or a regenerated update is a no-op whichever record or
+  timer caused it the second time;
+- the outputs of a step whose cause (source, offset) was not yet committed
+  stay in the key's outbox; recovery sends them again (receivers drop copies),
+  so an output lost in the producer's buffer while its state was written is
+  not lost;
+- on the shop side an entity record is written before its shop's document and
+  stamped with the shop's application count ``g``; a record whose ``g`` is
+  ahead of the recovered shop document was never counted there, and its
+  previous version (kept in the record) is the one that was.
 """
 
 from __future__ import annotations
@@ -29,19 +45,25 @@ from collections import deque
 
 from .clock import EVENT, WALL
 from .engine import TimerHeap
-from .logic import Effects
+from .logic import Effects, diff_items
+
+REC = "rec/"  # table key prefix of the shop side's entity records
+PEND = "pend/"  # table key prefix of the shop side's queued updates
 
 
 class Outputs:
-    """What one step produced, for the shell to send."""
+    """What one step produced, for the shell to send and write."""
 
-    __slots__ = ("alerts", "contribs", "dirty", "pending_changed")
+    __slots__ = ("alerts", "updates", "writes", "snapshots", "changed")
 
     def __init__(self) -> None:
         self.alerts: list[dict] = []
-        self.contribs: list[tuple] = []  # (source, offset, index, contrib tuple)
-        self.dirty: set = set()  # keys whose state changed (to write to the table)
-        self.pending_changed: set = set()  # keys whose pending records changed
+        # entity updates for the shops: {"shop", "e", "v", "at", "items"}
+        self.updates: list[dict] = []
+        # table documents to write, in this order: (key, doc), doc None deletes the key
+        self.writes: list[tuple[str, dict | None]] = []
+        self.snapshots: list[dict] = []  # score snapshots asked for by shop timers (小红书 12:00)
+        self.changed: set = set()  # shop keys whose aggregate changed
 
 
 class Merger:
@@ -85,63 +107,116 @@ class Merger:
             yield src, queues[src].popleft()[1]
 
 
+class DocStates:
+    """Dict-like states over a mapping of documents (the shell's table), restored
+    lazily; states read or created during a step are cached until the next step."""
+
+    def __init__(self, docs, state_cls) -> None:
+        self.docs = docs
+        self.cls = state_cls
+        self.cache: dict = {}
+
+    def get(self, key, default=None):
+        st = self.cache.get(key)
+        if st is not None:
+            return st
+        doc = self.docs.get(key)
+        if doc is None or doc.get("s") is None:
+            return default
+        st = self.cache[key] = self.cls.restore(doc["s"])
+        return st
+
+    def __setitem__(self, key, st) -> None:
+        self.cache[key] = st
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def clear_cache(self) -> None:
+        self.cache.clear()
+
+
+def _never_committed(_source: str):
+    return None
+
+
 class KeyedPartition:
+    """``kind`` names the entities ("orders", "chats") in the ids sent to shops;
+    ``committed(source)`` is the committed offset of ``source`` on this partition
+    (None before the first commit); ``docs`` is the table (key -> document) the
+    shell writes ``writes`` to — without it states stay in memory."""
+
     def __init__(self, logic, partition: int, sources: list[str], domain: str = EVENT,
-                 key_of=None) -> None:
+                 key_of=None, kind: str = "orders", committed=None, docs=None) -> None:
         self.logic = logic
         self.partition = partition
         self.sources = list(sources)
         self.domain = domain
         self.key_of = key_of
-        self.states: dict = {}
+        self.kind = kind
+        self.committed = committed or _never_committed
+        self.states = DocStates(docs, logic.new_state) if docs is not None else {}
         self.pending: dict = {}  # key -> list of [source, offset, event] still queued
+        self.outbox: dict = {}  # key -> [[source, offset, "a", alert] | [source, offset, "u", update]]
         self.merger = Merger(self.sources)
         self.timers = TimerHeap()
         self.fx = Effects()
         self.watermark: int | None = None
         self._cause = (None, -1)
-        self._index = 0
+        self._touched: dict = {}
 
     # ---------------------------------------------------------------- recovery
-    def recover(self, state_items, pending: dict, store=None) -> None:
-        """Rebuild from restored tables: states, pending queues and the timer heap.
-
-        ``state_items`` yields (key, state); ``store`` (dict-like) replaces the
-        in-memory state dict when the shell keeps states in a table."""
-        if store is not None:
-            self.states = store
-        for key, st in state_items:
-            if store is None:
-                self.states[key] = st
-            self.timers.want("k", key, self.logic.timers(st))
+    def recover(self, docs) -> Outputs:
+        """Rebuild from this partition's restored documents ((key, doc) pairs): states,
+        queued records, the timer heap and the outbox. Returns the outputs of steps
+        whose cause was not committed, to send again."""
+        out = Outputs()
         recs = []
-        for key, items in pending.items():
-            self.pending[key] = [list(r) for r in items]
-            recs.extend(self.pending[key])
+        restore = self.logic.new_state.restore
+        for key, doc in docs:
+            st = None
+            if doc.get("s") is not None:
+                st = restore(doc["s"])
+                if not isinstance(self.states, DocStates):
+                    self.states[key] = st
+                self.timers.want("k", key, self.logic.timers(st))
+            if doc.get("q"):
+                plist = self.pending[key] = [list(r) for r in doc["q"]]
+                recs.extend(plist)
+            box = [e for e in doc.get("o") or () if not self._is_committed(e)]
+            if box:
+                self.outbox[key] = box
+                for e in box:
+                    (out.alerts if e[2] == "a" else out.updates).append(e[3])
         for src, off, ev in sorted(recs, key=lambda r: (r[0], r[1])):
             self.merger.push(src, ev["ts_us"], (off, ev))
+        # in the order they first went out: a shop merges each stream as a time-ordered queue
+        out.updates.sort(key=lambda u: (u["at"], u["v"]))
+        return out
+
+    def _is_committed(self, entry) -> bool:
+        c = self.committed(entry[0])
+        return c is not None and entry[1] < c
 
     # ------------------------------------------------------------------ input
     def on_record(self, source: str, offset: int, ev: dict, idle: frozenset = frozenset()) -> Outputs:
-        out = Outputs()
+        out = self._begin(source, offset)
         key = self.key_of(ev)
         st = self.states.get(key)
         if st is not None and ev["event_id"] in st.seen:
-            return out
+            return out  # applied before; what it produced is in the outbox until committed
         if self.domain == WALL or len(self.sources) == 1:
             # nothing to merge: one source is already in order
-            self._cause = (source, offset)
-            self._index = 0
             self._apply(key, ev, out)
-            return out
-        plist = self.pending.setdefault(key, [])
-        if any(r[2]["event_id"] == ev["event_id"] for r in plist):
-            return out
-        plist.append([source, offset, ev])
-        out.pending_changed.add(key)
-        self.merger.push(source, ev["ts_us"], (offset, ev))
-        self._merge(out, idle, flush=False)
-        return out
+        else:
+            plist = self.pending.setdefault(key, [])
+            if any(r[2]["event_id"] == ev["event_id"] for r in plist):
+                return out
+            plist.append([source, offset, ev])
+            self._touched[key] = None
+            self.merger.push(source, ev["ts_us"], (offset, ev))
+            self._merge(out, idle, flush=False)
+        return self._finish(out)
 
     def on_tick(self, source: str, offset: int, now_us: int | None, flush: bool = False,
                 idle: frozenset = frozenset()) -> Outputs:
@@ -149,32 +224,48 @@ class KeyedPartition:
         ``now_us`` (if given) moves the clock there, firing timers due at or before
         it (replay's end of file); in ``wall`` mode ``now_us`` is the wall clock
         and timers due strictly before it fire."""
-        out = Outputs()
-        self._cause = (source, offset)
-        self._index = 0
+        out = self._begin(source, offset)
         if self.domain == EVENT:
             self._merge(out, idle, flush=flush)
             if now_us is not None:
                 self._fire(now_us, True, out)
         elif now_us is not None:
             self._fire(now_us, False, out)
+        self._prune_outbox()
+        return self._finish(out)
+
+    # ------------------------------------------------------------------ steps
+    def _begin(self, source: str, offset: int) -> Outputs:
+        self._cause = (source, offset)
+        self._touched = {}
+        if isinstance(self.states, DocStates):
+            self.states.clear_cache()
+        return Outputs()
+
+    def _finish(self, out: Outputs) -> Outputs:
+        p = self.partition
+        for key in self._touched:
+            st = self.states.get(key)
+            q = self.pending.get(key)
+            box = self.outbox.get(key)
+            if st is None and not q and not box:
+                out.writes.append((key, None))
+            else:
+                out.writes.append((key, {"p": p, "s": st.snapshot() if st is not None else None,
+                                         "q": q or [], "o": box or []}))
         return out
 
-    # ------------------------------------------------------------------ merge
     def _merge(self, out: Outputs, idle: frozenset, flush: bool) -> None:
-        for src, (off, ev) in self.merger.pop_ready(idle, flush):
+        for _src, (_off, ev) in self.merger.pop_ready(idle, flush):
             key = self.key_of(ev)
             plist = self.pending.get(key)
             if plist is not None:
                 plist[:] = [r for r in plist if r[2]["event_id"] != ev["event_id"]]
                 if not plist:
                     del self.pending[key]
-                out.pending_changed.add(key)
-            self._cause = (src, off)
-            self._index = 0
+                self._touched[key] = None
             self._apply(key, ev, out)
 
-    # ------------------------------------------------------------------ apply
     def _apply(self, key, ev: dict, out: Outputs) -> None:
         ts = ev["ts_us"]
         if self.domain == EVENT:
@@ -183,11 +274,11 @@ class KeyedPartition:
                 self.watermark = ts
         st = self.states.get(key)
         if st is None:
-            st = self.states[key] = self.logic.new_state(key)
+            st = self.logic.new_state(key)
+            self.states[key] = st
         self.logic.on_event(st, ev, self.fx)
         self.timers.want("k", key, self.logic.timers(st))
-        out.dirty.add(key)
-        self._collect(out)
+        self._collect(key, st, out)
 
     def _fire(self, limit_us: int, inclusive: bool, out: Outputs) -> None:
         for _g, key, name, due in self.timers.pop_due(limit_us, inclusive):
@@ -196,135 +287,285 @@ class KeyedPartition:
                 continue
             self.logic.on_timer(st, name, due, self.fx)
             self.timers.want("k", key, self.logic.timers(st))
-            out.dirty.add(key)
-            self._collect(out)
-        if self.domain == EVENT and (self.watermark is None or limit_us > self.watermark) and inclusive:
+            self._collect(key, st, out)
+        if self.domain == EVENT and inclusive and (self.watermark is None or limit_us > self.watermark):
             self.watermark = limit_us
 
-    def _collect(self, out: Outputs) -> None:
+    def _collect(self, key, st, out: Outputs) -> None:
+        self._touched[key] = None
         fx = self.fx
-        if fx.alerts:
-            out.alerts.extend(fx.alerts)
-            fx.alerts.clear()
+        if not fx.alerts and not fx.contribs:
+            return
+        box = self._box(key)
+        src, off = self._cause
+        for a in fx.alerts:
+            out.alerts.append(a)
+            box.append([src, off, "a", a])
+        fx.alerts.clear()
         if fx.contribs:
-            src, off = self._cause
-            for c in fx.contribs:
-                out.contribs.append((src, off, self._index, c))
-                self._index += 1
+            # every version, not only the last: a shop counts each at its own time (daily caps)
+            u = self._update(key, st, fx.contribs[0][6])
             fx.contribs.clear()
+            out.updates.append(u)
+            box.append([src, off, "u", u])
+
+    def _box(self, key) -> list:
+        box = self.outbox.get(key)
+        if box is None:
+            box = self.outbox[key] = []
+        else:
+            box[:] = [e for e in box if not self._is_committed(e)]
+        return box
+
+    def _prune_outbox(self) -> None:
+        """Forget (in memory) outputs whose cause is committed; documents keep them
+        until their key is written again, and recovery skips them."""
+        for key in list(self.outbox):
+            box = [e for e in self.outbox[key] if not self._is_committed(e)]
+            if box:
+                self.outbox[key] = box
+            else:
+                del self.outbox[key]
+
+    def _update(self, key, st, at_us: int) -> dict:
+        return {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": st.ver, "at": at_us,
+                "items": [[k, *v] for k, v in st.items.items()]}
 
 
 class ShopPartition:
     """The shop side of one partition of the contributions topic.
 
-    Contribution batches come from every order and chat partition ("streams"),
-    each stream in event-time order. In the ``event`` domain they are merged by
-    time like the keyed side's sources, so shop timers (midnight cap resets,
-    抖音 level evaluation) and the daily-cap crossing see replay's order. A
-    batch is applied once: per source, (offset, index) only grows.
+    Entity updates come from every order and chat partition ("streams"), each
+    stream in event-time order. In the ``event`` domain they are merged by time
+    like the keyed side's sources, so shop timers (midnight cap resets, 抖音
+    level evaluation) and the daily-cap crossing see replay's order. Shop states
+    are few and stay in memory; entity records are read from ``docs`` (the
+    shell's table) when an update needs them.
     """
 
-    def __init__(self, logic, domain: str = EVENT, streams=()) -> None:
+    def __init__(self, logic, domain: str = EVENT, streams=(), partition: int = 0, committed=None,
+                 docs=None) -> None:
         self.logic = logic
         self.domain = domain
+        self.partition = partition
+        self.committed = committed or (lambda: None)  # committed offset of this contributions partition
+        self.docs = docs if docs is not None else {}
         self.states: dict = {}
+        self.gen: dict = {}  # shop key -> updates applied so far (stamps the entity records)
+        self.queued: set = set()  # (entity, version) of the updates waiting in the merge
+        self.outbox: dict = {}  # shop key -> [[offset, alert]] not yet known committed
         self.timers = TimerHeap()
         self.fx = Effects()
         self.watermark: int | None = None
         self.merger = Merger(streams)
-        self.pending: dict = {}  # shop key -> batches still queued
+        self._records: dict = {}  # entity records written in this step
+        self._pend_writes: list = []  # queued updates written in this step
+        self._pend_deletes: list = []  # and released
+        self._repaired: dict = {}  # entity records put back by recover(), until the shell wrote them
+        self._touched: dict = {}
+        self._offset = -1
+        self.wms: dict = {}  # stream -> [greatest watermark, greatest flushed watermark]
+        self.final: int | None = None  # the last backfill end flushed
+        self._dirty: set = set()  # shops changed since the last snapshot round
 
-    def recover(self, states: dict, pending: dict | None = None) -> None:
-        self.states = dict(states)
-        for key, st in self.states.items():
-            self.timers.want("s", key, self.logic.timers(st))
-        recs = [b for batches in (pending or {}).values() for b in batches]
-        # each stream is in event-time order; within equal times, its sources' offsets
-        for b in sorted(recs, key=lambda b: (b[1], b[5][0][6], b[2], b[3], b[4])):
-            self.pending.setdefault(b[0], []).append(b)
-            self.merger.push(b[1], b[5][0][6], b)
+    # ---------------------------------------------------------------- recovery
+    def recover(self, docs) -> Outputs:
+        """Rebuild from this partition's restored documents (shop documents, queued
+        updates, entity records); returns the alerts of steps whose cause was not
+        committed, to send again."""
+        out = Outputs()
+        recs = []
+        records = []
+        c = self.committed()
+        for key, doc in docs:
+            if key.startswith(PEND):
+                recs.append(doc["u"])
+            elif key.startswith(REC):
+                records.append((key, doc))
+            elif doc.get("s") is not None:
+                st = self.states[key] = self.logic.new_state.restore(doc["s"])
+                self.gen[key] = doc.get("g", 0)
+                self.timers.want("s", key, self.logic.timers(st))
+                box = [e for e in doc.get("o") or () if c is None or e[0] >= c]
+                if box:
+                    self.outbox[key] = box
+                    out.alerts.extend(e[1] for e in box)
+        for key, doc in records:
+            v, items, g, pv, pitems, pg = doc["r"]
+            if g > self.gen.get(doc["shop"], 0):
+                # written just before the crash, but its shop's document was not: the
+                # shop counts the previous version (whose document came earlier)
+                fixed = self._repaired[key[len(REC):]] = {**doc, "r": [pv, pitems, pg, pv, pitems, pg]}
+                out.writes.append((key, fixed))
+        for u in sorted(recs, key=lambda u: u["o"]):
+            if u["v"] > self._record(u["e"])[0]:
+                self._queue(u)
+            else:  # applied just before the crash, its deletion was lost
+                out.writes.append((PEND + str(u["o"]), None))
+        return out
 
-    def on_batch(self, key, stream: str, source: str, offset: int, first_index: int, contribs: list,
-                 out_alerts: list, dirty: set, idle: frozenset = frozenset()) -> set:
-        """Take one batch; returns the shop keys whose pending batches changed."""
-        b = [key, stream, source, offset, first_index, contribs]
-        if self.domain != EVENT or not contribs:
-            self._apply(b, out_alerts, dirty)
-            return set()
-        st = self.states.get(key)
-        applied = st.applied.get(source) if st is not None else None
-        if applied is not None and [offset, first_index] <= applied:
-            return set()
-        plist = self.pending.setdefault(key, [])
-        if any(q[2] == source and q[3] == offset and q[4] == first_index for q in plist):
-            return set()
-        plist.append(b)
-        self.merger.push(stream, contribs[0][6], b)
-        return self._release(out_alerts, dirty, idle, False) | {key}
+    # ------------------------------------------------------------------ input
+    def on_update(self, u: dict, offset: int, idle: frozenset = frozenset()) -> Outputs:
+        """Take one entity update (with the ``stream`` it came from)."""
+        out = self._begin(offset)
+        if self.domain != EVENT:
+            self._apply(u, out)
+            self._dirty |= out.changed
+            return self._finish(out)
+        if u["v"] <= self._record(u["e"])[0] or (u["e"], u["v"]) in self.queued:
+            return out
+        u = {**u, "o": offset}
+        self._queue(u)
+        self._pend_writes.append((PEND + str(offset), {"p": self.partition, "u": u}))
+        self._release(out, idle, False)
+        self._dirty |= out.changed
+        return self._finish(out)
 
-    def on_contribs(self, key, source: str, offset: int, first_index: int, contribs: list,
-                    out_alerts: list, dirty: set) -> bool:
-        """Apply one batch now (no merge)."""
-        return self._apply([key, source, source, offset, first_index, contribs], out_alerts, dirty)
+    def on_watermark(self, offset: int, stream: str, wm: int, flush: bool = False) -> Outputs:
+        """A stream's clock, sent after its updates: once every stream has spoken, the
+        shops move to the lowest watermark and the shops changed since the last
+        round get a score snapshot. When every stream has sent a flushed watermark
+        (the end of a backfill, `shopwatch tick --until T`), everything queued is
+        released, timers due at T fire too (like replay's end) and every shop gets
+        its snapshot as of T."""
+        w = self.wms.setdefault(stream, [wm, None])
+        w[0] = max(w[0], wm)
+        if flush:
+            w[1] = wm if w[1] is None else max(w[1], wm)
+        self.merger.promise(stream, wm)
+        if len(self.wms) < len(self.merger.sources):
+            return self.on_tick(offset, None, False)
+        low = min(x[0] for x in self.wms.values())
+        flushed = [x[1] for x in self.wms.values()]
+        final = None if None in flushed else min(flushed)
+        end = final is not None and final != self.final
+        if end:
+            self.final = low = final
+        out = self.on_tick(offset, low, self.domain == EVENT and end, flush=end)
+        keys = set(self.states) if end else self._dirty | out.changed
+        self._dirty = set()
+        for key in sorted(keys):
+            out.snapshots.append(self.logic.snapshot(self.states[key], low))
+        return out
 
-    def _release(self, out_alerts: list, dirty: set, idle: frozenset, flush: bool) -> set:
-        changed = set()
-        for _stream, b in self.merger.pop_ready(idle, flush):
-            plist = self.pending.get(b[0])
-            if plist is not None:
-                plist[:] = [q for q in plist if q is not b]
-                if not plist:
-                    del self.pending[b[0]]
-            changed.add(b[0])
-            self._apply(b, out_alerts, dirty)
-        return changed
+    def on_tick(self, offset: int, now_us: int | None, inclusive: bool, flush: bool = False,
+                idle: frozenset = frozenset()) -> Outputs:
+        """Release merged updates (all of them on ``flush``), then fire shop timers due
+        before ``now_us`` (at or before, if ``inclusive``)."""
+        out = self._begin(offset)
+        if self.domain == EVENT:
+            self._release(out, idle, flush)
+        if now_us is not None:
+            self._fire(now_us, inclusive, out)
+            if self.watermark is None or now_us > self.watermark:
+                self.watermark = now_us
+        out.snapshots.extend(self.fx.snapshots)
+        self.fx.snapshots.clear()
+        c = self.committed()
+        if c is not None:
+            for key in list(self.outbox):
+                box = [e for e in self.outbox[key] if e[0] >= c]
+                if box:
+                    self.outbox[key] = box
+                else:
+                    del self.outbox[key]
+        return self._finish(out)
 
-    def _apply(self, b: list, out_alerts: list, dirty: set) -> bool:
-        key, _stream, source, offset, first_index, contribs = b
+    # ------------------------------------------------------------------ steps
+    def _begin(self, offset: int) -> Outputs:
+        self._offset = offset
+        self._records = {}
+        self._pend_writes = []
+        self._pend_deletes = []
+        self._repaired = {}
+        self._touched = {}
+        return Outputs()
+
+    def _queue(self, u: dict) -> None:
+        self.queued.add((u["e"], u["v"]))
+        self.merger.push(u["stream"], u["at"], u)
+
+    def _finish(self, out: Outputs) -> Outputs:
+        # In this order, so that any prefix of the writes is safe: a queued update
+        # first; then entity records, so a crash before the shop document leaves
+        # records stamped ahead of the shop, which _record reads as their previous
+        # version; released updates last, so a crash before their deletion leaves
+        # updates that _record shows as applied.
+        out.writes.extend(self._pend_writes)
+        for e, doc in self._records.items():
+            out.writes.append((REC + e, doc))
+        p = self.partition
+        for key in self._touched:
+            st = self.states.get(key)
+            if st is None:
+                continue
+            out.writes.append((key, {"p": p, "s": st.snapshot(), "g": self.gen.get(key, 0),
+                                     "o": self.outbox.get(key) or []}))
+        out.writes.extend((PEND + str(o), None) for o in self._pend_deletes)
+        return out
+
+    def _record(self, e: str) -> tuple[int, dict]:
+        """(version, items) of entity ``e`` as counted in its shop's state."""
+        doc = self._records.get(e) or self._repaired.get(e) or self.docs.get(REC + e)
+        if doc is None:
+            return 0, {}
+        v, items = doc["r"][:2]
+        return v, {it[0]: tuple(it[1:]) for it in items}
+
+    def _release(self, out: Outputs, idle: frozenset, flush: bool) -> None:
+        for _stream, u in self.merger.pop_ready(idle, flush):
+            self.queued.discard((u["e"], u["v"]))
+            self._pend_deletes.append(u["o"])
+            self._apply(u, out)
+
+    def _apply(self, u: dict, out: Outputs) -> None:
+        key = u["shop"]
+        v, items = self._record(u["e"])
+        if u["v"] <= v:
+            return
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = self.logic.new_state(key)
-        applied = st.applied.get(source)
-        if applied is not None and [offset, first_index] <= applied:
-            return False
-        if self.domain == EVENT and contribs:
-            at = contribs[0][6]
-            self._fire(at, False, out_alerts, dirty)
+        at = u["at"]
+        if self.domain == EVENT:
+            self._fire(at, False, out)
             if self.watermark is None or at > self.watermark:
                 self.watermark = at
+        new = {it[0]: tuple(it[1:]) for it in u["items"]}
+        contribs: list = []
+        diff_items(items, new, st.platform, st.shop_id, at, contribs)
         for c in contribs:
             self.logic.on_contrib(st, c, self.fx)
-        st.applied[source] = [offset, first_index]
+        g = self.gen[key] = self.gen.get(key, 0) + 1
+        # the previous version is the one counted before this step: a step can apply
+        # several versions of an entity, and its shop document comes after all of them
+        cur = self._records.get(u["e"])
+        if cur is not None:
+            prev = cur["r"][3:]
+        else:
+            base = self._repaired.get(u["e"]) or self.docs.get(REC + u["e"])
+            prev = [v, [[k, *t] for k, t in items.items()], base["r"][2] if base else 0]
+        self._records[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g, *prev]}
         self.timers.want("s", key, self.logic.timers(st))
-        dirty.add(key)
-        self._collect(out_alerts)
-        return True
+        self._touched[key] = None
+        out.changed.add(key)
+        self._collect(key, out)
 
-    def on_tick(self, now_us: int | None, inclusive: bool, out_alerts: list, dirty: set,
-                flush: bool = False, idle: frozenset = frozenset()) -> tuple[list, set]:
-        """Release merged batches (all of them on ``flush``), then fire shop timers due
-        before ``now_us`` (at or before, if ``inclusive``). Returns the snapshots the
-        timers asked for (小红书 12:00) and the shop keys whose pending batches changed."""
-        changed = self._release(out_alerts, dirty, idle, flush) if self.domain == EVENT else set()
-        if now_us is not None:
-            self._fire(now_us, inclusive, out_alerts, dirty)
-            if self.watermark is None or now_us > self.watermark:
-                self.watermark = now_us
-        snaps = list(self.fx.snapshots)
-        self.fx.snapshots.clear()
-        return snaps, changed
-
-    def _fire(self, limit_us: int, inclusive: bool, out_alerts: list, dirty: set) -> None:
+    def _fire(self, limit_us: int, inclusive: bool, out: Outputs) -> None:
         for _g, key, name, due in self.timers.pop_due(limit_us, inclusive):
             st = self.states.get(key)
             if st is None:
                 continue
             self.logic.on_timer(st, name, due, self.fx)
             self.timers.want("s", key, self.logic.timers(st))
-            dirty.add(key)
-            self._collect(out_alerts)
+            self._touched[key] = None
+            out.changed.add(key)
+            self._collect(key, out)
 
-    def _collect(self, out_alerts: list) -> None:
+    def _collect(self, key, out: Outputs) -> None:
         if self.fx.alerts:
-            out_alerts.extend(self.fx.alerts)
+            box = self.outbox.setdefault(key, [])
+            for a in self.fx.alerts:
+                out.alerts.append(a)
+                box.append([self._offset, a])
             self.fx.alerts.clear()

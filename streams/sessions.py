@@ -28,7 +28,7 @@ SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
 
 class SessionState:
     __slots__ = ("session_id", "platform", "shop_id", "seen", "first_us", "started_us", "assigned_us",
-                 "closed_us", "msgs", "rating", "items")
+                 "closed_us", "msgs", "rating", "items", "ver")
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -42,6 +42,7 @@ class SessionState:
         self.msgs: list[list] = []  # [ts_us, sender]
         self.rating = None  # [ts_us, rating, event_id]
         self.items: dict[str, tuple] = {}
+        self.ver = 0  # how many times the items changed: the version a shop has applied
 
     def snapshot(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__}

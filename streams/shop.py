@@ -57,7 +57,7 @@ XHS_DIMENSIONS = {
 
 class ShopState:
     __slots__ = ("platform", "shop_id", "buckets", "late", "cumulative", "cumulative_late", "first_us", "now_us", "open_caps", "level",
-                 "level_since_us", "lv0_days", "cleared", "fast_day", "changes", "applied")
+                 "level_since_us", "lv0_days", "cleared", "fast_day", "changes")
 
     def __init__(self, key: tuple[str, str] | str) -> None:
         # (platform, shop_id), or the topic key "platform:shop_id"
@@ -75,7 +75,6 @@ class ShopState:
         self.cleared = False
         self.fast_day = None  # a day since the last change that met the fast-upgrade bar
         self.changes = 0
-        self.applied: dict[str, list] = {}  # source -> [offset, index] of the last batch applied
 
     def snapshot(self) -> dict:
         d = {k: getattr(self, k) for k in self.__slots__}

@@ -1,9 +1,12 @@
 """The Kafka-shaped core (streams.partition) against replay (streams.engine), without Kafka.
 
-Events are split the way Kafka splits them (topic by type, partition by key),
-consumed with one topic running far ahead of the others, contributions sent
-through shop partitions, redelivered, and the states snapshotted and restored
-mid-stream: alerts and scores must equal replay's.
+A small model of the topology: order, chat and shop partitions, their tables
+with changelogs, a producer whose buffers reach the log in random pieces,
+commits that flush everything, and crashes that lose whatever was not
+delivered (the worker then rebuilds its tables from the changelogs and reads
+its inputs again from the committed offsets). Events are split the way Kafka
+splits them (topic by type, partition by key) and consumed with one topic
+running far ahead of the others. Alerts and scores must equal replay's.
 """
 
 from __future__ import annotations
@@ -16,20 +19,20 @@ import pytest
 
 from shopwatch.agents.simulate import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, key_of, validate
-from shopwatch.streams.clock import EVENT
+from shopwatch.streams.clock import EVENT, fmt_ts
 from shopwatch.streams.config import Rules
 from shopwatch.streams.engine import Engine
-from shopwatch.streams.orders import OrderLogic, OrderState
+from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
 from shopwatch.streams.sessions import SessionLogic
-from shopwatch.streams.shop import ShopLogic, ShopState
+from shopwatch.streams.shop import ShopLogic
 
 P = 3
+ORDER_SOURCES = ["orders", "shipments", "refunds"]
 
 
 def _events(seed=5, shops=10, days=4):
-    evs = [validate(orjson.loads(orjson.dumps(e))) for e in generate(seed=seed, shops=shops, days=days)]
-    return evs
+    return [validate(orjson.loads(orjson.dumps(e))) for e in generate(seed=seed, shops=shops, days=days)]
 
 
 def _part(key: str, n: int = P) -> int:
@@ -40,6 +43,11 @@ def _key(a):
     return (a["alert_id"], a["status"], a["at"])
 
 
+def _topic(ev):
+    t = TOPIC_OF_TYPE[ev["type"]]
+    return "chats" if t == TOPIC_CHATS else t.split(".")[1]
+
+
 def _run_replay(evs, until):
     e = Engine()
     for ev in evs:
@@ -48,124 +56,251 @@ def _run_replay(evs, until):
     return e.alerts, {(s["platform"], s["shop_id"]): s["indicators"] for s in e.scores()}
 
 
-class _Cluster:
-    """P order partitions, P chat partitions and P shop partitions, wired like the topology."""
+def _copy(x):
+    return orjson.loads(orjson.dumps(x))  # what goes through Kafka is JSON
 
-    def __init__(self, rules):
+
+class _Log:
+    """One topic partition: ``log`` is what the broker has (readable, durable);
+    ``buffer`` is still in the producer and dies with the worker. For a changelog,
+    ``table`` is what its log restores."""
+
+    def __init__(self) -> None:
+        self.log: list = []
+        self.buffer: list = []
+        self.table: dict = {}  # key -> the raw [key, doc] that set it
+        self._applied = 0
+
+    def send(self, item) -> None:
+        self.buffer.append(orjson.dumps(item))
+
+    def deliver(self, n: int | None = None) -> None:
+        n = len(self.buffer) if n is None else n
+        for raw in self.buffer[:n]:
+            self.log.append(raw)
+        del self.buffer[:n]
+
+    def items(self) -> list:
+        return [orjson.loads(raw) for raw in self.log]
+
+    def restore(self) -> dict:
+        for raw in self.log[self._applied:]:
+            k, doc = orjson.loads(raw)
+            if doc is None:
+                self.table.pop(k, None)
+            else:
+                self.table[k] = raw
+        self._applied = len(self.log)
+        return {k: orjson.loads(raw)[1] for k, raw in self.table.items()}
+
+
+class _Cluster:
+    """P order partitions, P chat partitions and P shop partitions, wired like agents/topology.py."""
+
+    def __init__(self, evs, rules, rng):
         self.rules = rules
-        self.orders = [KeyedPartition(OrderLogic(rules), p, ["orders", "shipments", "refunds"], EVENT,
-                                      key_of=lambda ev: ev["order_id"]) for p in range(P)]
-        self.chats = [KeyedPartition(SessionLogic(rules), p, ["chats"], EVENT,
-                                     key_of=lambda ev: ev["session_id"]) for p in range(P)]
+        self.rng = rng
         self.shop_logic = ShopLogic(rules)
         self.streams = [f"{k}:{p}" for k in ("orders", "chats") for p in range(P)]
-        self.shops = [ShopPartition(self.shop_logic, EVENT, self.streams) for _ in range(P)]
-        self.alerts = []
-        self.offsets = {}
-        self.sent = []  # every contribution batch, to redeliver some
+        self.inputs: dict[tuple, list] = {}
+        for ev in evs:
+            t = _topic(ev)
+            self.inputs.setdefault((t, _part(key_of(ev))), []).append(ev)
+        self.pos: dict[tuple, int] = {}
+        self.committed: dict[tuple, int] = {}
+        self.contribs = [_Log() for _ in range(P)]
+        self.alerts = _Log()
+        self.scores = _Log()
+        self.changelogs = {n: _Log() for n in self._tables()}
+        self.ticks = dict.fromkeys(range(P), 0)
+        self.crashes = 0
+        self._start()
 
-    def deliver(self, batch):
-        key, stream, src, off, idx, cs = batch
-        sp = self.shops[_part(key)]
-        sp.on_batch(key, stream, src, off, idx, cs, self.alerts, set())
+    @staticmethod
+    def _tables():
+        return [(kind, p) for kind in ("orders", "chats", "shops") for p in range(P)]
 
-    def _out(self, p, out, stream):
-        self.alerts.extend(out.alerts)
-        batches = {}
-        for src, off, idx, c in out.contribs:
-            k = (f"{c[0]}:{c[1]}", f"{src}:{p}", off)
-            if k not in batches:
-                batches[k] = [idx, []]
-            batches[k][1].append(c)
-        for (key, src, off), (idx, cs) in batches.items():
-            b = (key, stream, src, off, idx, cs)
-            self.sent.append(b)
-            self.deliver(b)
-
-    def record(self, topic, ev):
-        p = _part(key_of(ev))
-        off = self.offsets[(topic, p)] = self.offsets.get((topic, p), -1) + 1
-        kps = self.chats if topic == "chats" else self.orders
-        stream = f"chats:{p}" if topic == "chats" else f"orders:{p}"
-        self._out(p, kps[p].on_record(topic, off, ev), stream)
-
-    def finish(self, until):
+    def _start(self):
+        """(Re)start every partition from the changelogs: a new worker after a crash."""
+        self.tables = {name: cl.restore() for name, cl in self.changelogs.items()}
+        for tp in list(self.pos):
+            self.pos[tp] = self.committed.get(tp, 0)
+        self.orders, self.chats, self.shops = [], [], []
         for p in range(P):
-            self._out(p, self.orders[p].on_tick("ticks", 10**9, until, flush=True), f"orders:{p}")
-        for sp in self.shops:
-            sp.on_tick(until, True, self.alerts, set(), flush=True)
+            kp = KeyedPartition(OrderLogic(self.rules), p, ORDER_SOURCES, EVENT, key_of=lambda ev: ev["order_id"],
+                                kind="orders", docs=self.tables[("orders", p)],
+                                committed=lambda src, p=p: self.committed.get((src, p)))
+            self._emit(("orders", p), kp.recover(list(self.tables[("orders", p)].items())))
+            self.orders.append(kp)
+            cp = KeyedPartition(SessionLogic(self.rules), p, ["chats"], EVENT, key_of=lambda ev: ev["session_id"],
+                                kind="chats", docs=self.tables[("chats", p)],
+                                committed=lambda src, p=p: self.committed.get((src, p)))
+            self._emit(("chats", p), cp.recover(list(self.tables[("chats", p)].items())))
+            self.chats.append(cp)
+            sp = ShopPartition(self.shop_logic, EVENT, self.streams, partition=p, docs=self.tables[("shops", p)],
+                               committed=lambda p=p: self.committed.get(("contribs", p)))
+            self._emit(("shops", p), sp.recover(list(self.tables[("shops", p)].items())))
+            self.shops.append(sp)
 
-    def scores(self, until):
-        out = {}
-        for sp in self.shops:
-            for st in sp.states.values():
-                snap = self.shop_logic.snapshot(st, until)
-                out[(snap["platform"], snap["shop_id"])] = snap["indicators"]
-        return out
+    def _emit(self, table, out, stream=None):
+        for k, doc in out.writes:
+            if doc is None:
+                self.tables[table].pop(k, None)
+            else:
+                self.tables[table][k] = _copy(doc)
+            self.changelogs[table].send([k, doc])
+        for a in out.alerts:
+            self.alerts.send(a)
+        for u in out.updates:
+            self.contribs[_part(u["shop"])].send({**u, "stream": stream or f"{table[0]}:{table[1]}"})
+        for s in out.snapshots:
+            self.scores.send(s)
+
+    def _forward(self, stream, wm, flush=False):
+        if wm is not None:
+            for q in range(P):
+                self.contribs[q].send({"wm": wm, "stream": stream, "flush": flush})
+
+    # ------------------------------------------------------------ actions
+    def _idle(self, p):
+        return frozenset(s for s in ORDER_SOURCES if self.pos.get((s, p), 0) >= len(self.inputs.get((s, p), [])))
+
+    def step_keyed(self, kind, p) -> bool:
+        sources = ORDER_SOURCES if kind == "orders" else ["chats"]
+        ready = [s for s in sources if self.pos.get((s, p), 0) < len(self.inputs.get((s, p), []))]
+        if not ready:
+            return False
+        s = self.rng.choice(ready)
+        for _ in range(self.rng.choice([1, 5, 40])):
+            off = self.pos.get((s, p), 0)
+            if off >= len(self.inputs.get((s, p), [])):
+                break
+            self.pos[(s, p)] = off + 1
+            kp = (self.orders if kind == "orders" else self.chats)[p]
+            out = kp.on_record(s, off, _copy(self.inputs[(s, p)][off]), idle=self._idle(p))
+            self._emit((kind, p), out)
+        return True
+
+    def tick(self, p, now_us=None, flush=False):
+        """A leader tick on partition p: the order partition merges, both forward their clocks."""
+        off = self.ticks[p]
+        self.ticks[p] += 1
+        kp = self.orders[p]
+        out = kp.on_tick("ticks", off, now_us, flush=flush, idle=self._idle(p))
+        self._emit(("orders", p), out)
+        self._forward(f"orders:{p}", now_us if now_us is not None else kp.watermark, flush)
+        self._forward(f"chats:{p}", now_us if now_us is not None else self.chats[p].watermark, flush)
+
+    def step_shop(self, q) -> bool:
+        log = self.contribs[q].log
+        start = self.pos.get(("contribs", q), 0)
+        if start >= len(log):
+            return False
+        for off in range(start, min(len(log), start + self.rng.choice([1, 10]))):
+            self.pos[("contribs", q)] = off + 1
+            m = orjson.loads(log[off])
+            sp = self.shops[q]
+            out = sp.on_watermark(off, m["stream"], m["wm"], m["flush"]) if "wm" in m else sp.on_update(m, off)
+            self._emit(("shops", q), out)
+        return True
+
+    def send_some(self):
+        logs = [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]
+        lg = self.rng.choice(logs)
+        lg.deliver(self.rng.randint(0, len(lg.buffer)))
+
+    def commit(self):
+        """Faust's commit: flush the producer, then commit every position."""
+        for lg in [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]:
+            lg.deliver()
+        self.committed.update(self.pos)
+        self.committed.update({("ticks", p): n for p, n in self.ticks.items()})
+
+    def crash(self):
+        """SIGKILL: undelivered buffers are gone; the worker starts again."""
+        self.crashes += 1
+        for lg in [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]:
+            lg.buffer.clear()
+        self.ticks = {p: self.committed.get(("ticks", p), 0) for p in range(P)}
+        self._start()
+
+    def run(self, until, crash_every=0):
+        steps = 0
+        while True:
+            steps += 1
+            acts = [lambda k=k, p=p: self.step_keyed(k, p) for k in ("orders", "chats") for p in range(P)]
+            acts += [lambda q=q: self.step_shop(q) for q in range(P)]
+            self.rng.shuffle(acts)
+            progressed = any(a() for a in acts)
+            if self.rng.random() < 0.3:
+                self.tick(self.rng.randrange(P))
+            self.send_some()
+            if self.rng.random() < 0.05:
+                self.commit()
+            if crash_every and steps % crash_every == 0:
+                self.crash()
+            if not progressed:
+                self.commit()
+                if all(self.pos.get(("contribs", q), 0) >= len(self.contribs[q].log) for q in range(P)):
+                    break
+        for p in range(P):
+            self.tick(p, until, flush=True)
+        self.commit()
+        while any(self.step_shop(q) for q in range(P)):
+            self.commit()
+        self.commit()
+
+    def final_scores(self, until):
+        snaps = {}
+        for s in self.scores.items():
+            if s["as_of"] == fmt_ts(until):
+                snaps[(s["platform"], s["shop_id"])] = s["indicators"]
+        return snaps
 
 
-def _topic(ev):
-    t = TOPIC_OF_TYPE[ev["type"]]
-    return "chats" if t == TOPIC_CHATS else t.split(".")[1]
-
-
-def _skewed(evs, rng):
-    """Per-topic FIFO streams consumed in random chunk sizes: one topic often runs days ahead."""
-    streams = {}
-    for ev in evs:
-        streams.setdefault(_topic(ev), []).append(ev)
-    pos = {t: 0 for t in streams}
-    out = []
-    while any(pos[t] < len(streams[t]) for t in streams):
-        t = rng.choice([t for t in streams if pos[t] < len(streams[t])])
-        n = rng.choice([1, 5, 50, 400])
-        out.extend((t, ev) for ev in streams[t][pos[t]:pos[t] + n])
-        pos[t] += n
-    return out
+def _check(c, evs, until):
+    r_alerts, r_scores = _run_replay(evs, until)
+    got = {_key(a) for a in c.alerts.items()}
+    want = {_key(a) for a in r_alerts}
+    assert got == want, (sorted(want - got)[:3], sorted(got - want)[:3])
+    assert c.final_scores(until) == r_scores
+    return r_alerts
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_partitions_with_skewed_topics_equal_replay(seed):
     evs = _events(seed=seed)
     until = max(e["ts_us"] for e in evs) + 3 * 86_400_000_000
-    r_alerts, r_scores = _run_replay(evs, until)
-    c = _Cluster(Rules())
-    rng = random.Random(seed)
-    for topic, ev in _skewed(evs, rng):
-        c.record(topic, ev)
-    # at-least-once: every tenth batch delivered a second time changes nothing
-    for b in c.sent[::10]:
-        c.deliver(b)
-    c.finish(until)
-    assert sorted(map(_key, c.alerts)) == sorted(map(_key, r_alerts))
-    assert len(c.alerts) == len(r_alerts)
-    assert c.scores(until) == r_scores
+    c = _Cluster(evs, Rules(), random.Random(seed))
+    c.run(until)
+    r_alerts = _check(c, evs, until)
+    assert len(c.alerts.log) == len(r_alerts), "no crash, so no alert change goes out twice"
 
 
-def test_snapshot_restore_midstream_equals_replay():
-    evs = _events(seed=3, shops=6, days=3)
+@pytest.mark.parametrize("seed", [3, 4, 5, 6])
+def test_crashes_lose_and_double_count_nothing(seed):
+    """Workers die again and again at random instants, with random parts of their
+    output and changelog writes delivered: still replay's alerts and scores."""
+    evs = _events(seed=seed, shops=6, days=3)
     until = max(e["ts_us"] for e in evs) + 86_400_000_000
-    r_alerts, r_scores = _run_replay(evs, until)
-    c = _Cluster(Rules())
-    half = len(evs) // 2
-    for ev in evs[:half]:
-        c.record(_topic(ev), ev)
-    # a worker dies: states go through their JSON snapshots, heaps and queues are rebuilt
-    for p, kp in enumerate(c.orders):
-        items = [(k, OrderState.restore(orjson.loads(orjson.dumps(st.snapshot())))) for k, st in kp.states.items()]
-        pending = orjson.loads(orjson.dumps(kp.pending))
-        fresh = KeyedPartition(OrderLogic(c.rules), p, ["orders", "shipments", "refunds"], EVENT,
-                               key_of=lambda ev: ev["order_id"])
-        fresh.recover(items, pending)
-        c.orders[p] = fresh
-    for i, sp in enumerate(c.shops):
-        fresh = ShopPartition(c.shop_logic, EVENT, c.streams)
-        fresh.recover({k: ShopState.restore(orjson.loads(orjson.dumps(st.snapshot()))) for k, st in sp.states.items()},
-                      orjson.loads(orjson.dumps(sp.pending)))
-        c.shops[i] = fresh
-    # and the records after its last commit come again
-    for ev in evs[half - 50:]:
-        c.record(_topic(ev), ev)
-    c.finish(until)
-    assert sorted(map(_key, c.alerts)) == sorted(map(_key, r_alerts))
-    assert c.scores(until) == r_scores
+    c = _Cluster(evs, Rules(), random.Random(seed))
+    c.run(until, crash_every=97)
+    assert c.crashes >= 3
+    _check(c, evs, until)
+
+
+def test_redelivered_updates_change_nothing():
+    """A copy of an entity update (any version already applied) is a no-op."""
+    evs = _events(seed=7, shops=4, days=2)
+    until = max(e["ts_us"] for e in evs) + 86_400_000_000
+    c = _Cluster(evs, Rules(), random.Random(7))
+    c.run(until)
+    before = c.final_scores(until)
+    sp = c.shops[0]
+    n = len(c.contribs[0].log)
+    for m in c.contribs[0].items():
+        if "wm" not in m:
+            out = sp.on_update(m, n, idle=frozenset(sp.merger.sources))
+            assert not out.changed and not out.alerts
+    states = {k: orjson.dumps(st.snapshot()) for k, st in sp.states.items()}
+    assert before and states == {k: orjson.dumps(st.snapshot()) for k, st in c.shops[0].states.items()}
