@@ -5,7 +5,7 @@ Flow (all topic names configurable, see settings.py):
   shop.orders, shop.shipments, shop.refunds, shop.ticks ──► order agent ──┐
   shop.chats ─────────────────────────────────────────────► chat agent ──┤
        (per partition: streams.partition.KeyedPartition)                   │
-                              contributions keyed "platform:shop_id"       ▼
+               entity updates (items, version) keyed "platform:shop_id"   ▼
                                           shop.contribs ──► shop agent ──► shop.scores (compacted)
                                                   │
                       alerts keyed shop_id ──► shop.alerts ──► alert agent (open alerts, chat sinks)
@@ -14,8 +14,12 @@ The order-keyed topics and shop.ticks have the same partition count, so
 partition p of each is consumed by the same agent instance (concurrency=1).
 State lives in plain RocksDB tables (rocksdict) keyed by the topic key bytes,
 so Faust's table_route and the producer's partitioner agree on the owner.
-Values are orjson bytes carrying their partition, so each partition rebuilds
-its timer heap and merge queues from the tables after recovery.
+Values are JSON documents carrying their partition, so each partition rebuilds
+its timer heap, merge queues and outbox from its table after recovery and
+sends again what a crash may have lost (streams/partition.py says why that is
+safe). The worker drops its local RocksDB files after an unclean stop
+(worker.py), so a restarted worker restores its tables from the changelogs:
+a prefix of the writes it made, never writes the changelog did not get.
 
 Clock domains: ``event`` (watermarks from event time, for backfills and the
 replay-equivalence tests; `shopwatch tick --until T` moves the clock to T at
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 
 import faust
 import orjson
@@ -33,11 +38,11 @@ from faust.types import TP
 from prometheus_client import Counter
 
 from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, TOPIC_ORDERS, TOPIC_REFUNDS, TOPIC_SHIPMENTS
-from shopwatch.streams.clock import EVENT, US, WALL
+from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
 from shopwatch.streams.config import Rules
 from shopwatch.streams.orders import OrderLogic, OrderState
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
-from shopwatch.streams.sessions import SessionLogic, SessionState
+from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic, ShopState
 
 from .settings import Settings
@@ -50,8 +55,12 @@ TOPIC_ALERTS = "shop.alerts"
 TOPIC_SCORES = "shop.scores"
 TOPIC_DLQ = "shop.dlq"
 
-ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alerts emitted", ["kind", "status"])
-CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Indicator contribution batches sent to shops")
+ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes passed on to the chat sinks (each once)",
+                         ["kind", "status"])
+ALERT_COPIES = Counter("shopwatch_alert_copies_total", "Copies of an alert change dropped (redelivery after a crash)")
+LATE_RECORDS = Counter("shopwatch_late_records_total",
+                       "Records older than their partition's event clock (applied, but after timers due before them)")
+CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Entity updates sent to the shop aggregates")
 
 ROCKSDB_OPTIONS = {
     "driver": "rocksdict",
@@ -64,66 +73,38 @@ ROCKSDB_OPTIONS = {
 }
 
 
-def _doc(p: int, state) -> dict:
-    return {"p": p, "s": state.snapshot()}
+class Docs:
+    """A Faust table of JSON documents seen with str keys (the table keys are their
+    UTF-8 bytes, the same bytes as the topic keys, so table_route finds the owner)."""
 
-
-class TableStates:
-    """Dict-like view of a table of state snapshots with a per-step write-back cache."""
-
-    def __init__(self, table, state_cls, partition: int) -> None:
+    def __init__(self, table) -> None:
         self.table = table
-        self.cls = state_cls
-        self.p = partition
-        self.cache: dict = {}
 
-    def _k(self, key) -> bytes:
-        return key.encode() if isinstance(key, str) else key
+    def get(self, key: str, default=None):
+        return self.table.get(key.encode(), default)
 
-    def get(self, key, default=None):
-        st = self.cache.get(key)
-        if st is not None:
-            return st
-        doc = self.table.get(self._k(key))
-        if doc is None:
-            return default
-        st = self.cls.restore(doc["s"])
-        self.cache[key] = st
-        return st
+    def of_partition(self, p: int) -> list:
+        """(key, doc) of partition ``p`` (a scan of the local store: recovery only)."""
+        return [(k.decode(), d) for k, d in list(self.table.items()) if d.get("p") == p]
 
-    def __getitem__(self, key):
-        st = self.get(key)
-        if st is None:
-            raise KeyError(key)
-        return st
-
-    def __setitem__(self, key, st) -> None:
-        self.cache[key] = st
-
-    def __contains__(self, key) -> bool:
-        return self.get(key) is not None
-
-    def flush(self, dirty) -> None:
-        for key in dirty:
-            st = self.cache.get(key)
-            if st is not None:
-                self.table[self._k(key)] = _doc(self.p, st)
-        self.cache.clear()
-
-    def items_of_partition(self):
-        for k, d in list(self.table.items()):
-            if d.get("p") == self.p:
-                yield (k.decode() if isinstance(k, bytes) else k), self.cls.restore(d["s"])
+    def write(self, writes) -> None:
+        for key, doc in writes:
+            if doc is None:
+                self.table.pop(key.encode(), None)
+            else:
+                self.table[key.encode()] = doc
 
 
 class Topology:
-    def __init__(self, app: faust.App, settings: Settings, rules: Rules, ingest) -> None:
+    def __init__(self, app: faust.App, settings: Settings, rules: Rules, ingest, sinks=None) -> None:
         """``ingest(topic, partition, offset, key, value)`` validates one raw record
-        (counting it, sending invalid ones to the DLQ) and returns the event or None."""
+        (counting it, sending invalid ones to the DLQ) and returns the event or None;
+        ``sinks`` (a SinkDispatcher) gets every alert change once."""
         self.app = app
         self.s = settings
         self.rules = rules
         self.ingest = ingest
+        self.sinks = sinks
         self.domain = EVENT if settings.clock == "event" else WALL
         P = settings.partitions
         t = settings.topic
@@ -142,59 +123,56 @@ class Topology:
         schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
         # (Faust picks the store's key codec from key_type, not from the schema)
         topts = {"partitions": P, "options": dict(ROCKSDB_OPTIONS), "schema": schema, "key_type": bytes}
+        # One table per agent: its changelog partition is one ordered log of every
+        # write the partition made, which streams.partition relies on after a crash.
         self.orders_table = app.Table("orders", **topts)
-        self.pending_table = app.Table("pending", **topts)
         self.sessions_table = app.Table("sessions", **topts)
         self.shops_table = app.Table("shops", **topts)
-        self.shop_pending_table = app.Table("shop-pending", **topts)
-        self.streams = [f"{k}:{p}" for k in ("orders", "chats") for p in range(P)]
         self.alerts_table = app.Table("alerts", **topts)
+        self.orders_docs = Docs(self.orders_table)
+        self.sessions_docs = Docs(self.sessions_table)
+        self.shops_docs = Docs(self.shops_table)
+        self.streams = [f"{k}:{p}" for k in ("orders", "chats") for p in range(P)]
         self.order_logic = OrderLogic(rules)
         self.session_logic = SessionLogic(rules)
         self.shop_logic = ShopLogic(rules)
-        self.order_parts: dict[int, tuple] = {}
-        self.chat_parts: dict[int, tuple] = {}
+        self.order_parts: dict[int, KeyedPartition] = {}
+        self.chat_parts: dict[int, KeyedPartition] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
-        self.shop_wm: dict[int, dict] = {}  # shop partition -> stream -> [watermark, flushed watermark]
-        self.shop_final: dict[int, int] = {}  # shop partition -> the last backfill end it flushed
-        self.shop_dirty: dict[int, set] = {}
         self._install()
 
     # ------------------------------------------------------------ partitions
-    def _order_part(self, p: int):
-        part = self.order_parts.get(p)
-        if part is None:
-            store = TableStates(self.orders_table, OrderState, p)
-            kp = KeyedPartition(self.order_logic, p, self.order_sources, self.domain, key_of=lambda ev: ev["order_id"])
-            pending = {}
-            for k, d in list(self.pending_table.items()):
-                if d.get("p") == p:
-                    pending[k.decode()] = d["s"]
-            kp.recover(store.items_of_partition(), pending, store=store)
-            part = self.order_parts[p] = (kp, store)
-        return part
+    def _committed(self, topic: str, p: int) -> int | None:
+        """The group's committed offset of (topic, p): outputs of records before it are durable."""
+        return self.app.consumer._committed_offset.get(TP(topic, p))
 
-    def _chat_part(self, p: int):
-        part = self.chat_parts.get(p)
-        if part is None:
-            store = TableStates(self.sessions_table, SessionState, p)
-            kp = KeyedPartition(self.session_logic, p, [self.names[TOPIC_CHATS]], self.domain,
-                                key_of=lambda ev: ev["session_id"])
-            kp.recover(store.items_of_partition(), {}, store=store)
-            part = self.chat_parts[p] = (kp, store)
-        return part
+    async def _order_part(self, p: int) -> KeyedPartition:
+        kp = self.order_parts.get(p)
+        if kp is None:
+            kp = self.order_parts[p] = KeyedPartition(
+                self.order_logic, p, self.order_sources, self.domain, key_of=lambda ev: ev["order_id"],
+                kind="orders", committed=lambda src: self._committed(src, p), docs=self.orders_docs)
+            await self._emit(p, kp.recover(self.orders_docs.of_partition(p)), self.orders_docs, f"orders:{p}")
+        return kp
 
-    def _shop_part(self, p: int) -> ShopPartition:
+    async def _chat_part(self, p: int) -> KeyedPartition:
+        kp = self.chat_parts.get(p)
+        if kp is None:
+            kp = self.chat_parts[p] = KeyedPartition(
+                self.session_logic, p, [self.names[TOPIC_CHATS]], self.domain, key_of=lambda ev: ev["session_id"],
+                kind="chats", committed=lambda src: self._committed(src, p), docs=self.sessions_docs)
+            await self._emit(p, kp.recover(self.sessions_docs.of_partition(p)), self.sessions_docs, f"chats:{p}")
+        return kp
+
+    async def _shop_part(self, p: int) -> ShopPartition:
         part = self.shop_parts.get(p)
         if part is None:
-            part = self.shop_parts[p] = ShopPartition(self.shop_logic, self.domain, self.streams)
-            store = TableStates(self.shops_table, ShopState, p)
-            pending = {}
-            for k, d in list(self.shop_pending_table.items()):
-                if d.get("p") == p:
-                    pending[k.decode()] = d["s"]
-            part.recover(dict(store.items_of_partition()), pending)
+            contribs = self.names[TOPIC_CONTRIBS]
+            part = self.shop_parts[p] = ShopPartition(self.shop_logic, self.domain, self.streams, partition=p,
+                                                      committed=lambda: self._committed(contribs, p),
+                                                      docs=self.shops_docs)
+            await self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
         return part
 
     def _idle(self, p: int, sources) -> frozenset:
@@ -213,39 +191,25 @@ class Topology:
             if hw is None:
                 continue
             last = self.last_offset.get((s, p))
-            if last is not None:
-                pos = last + 1
-            else:
-                pos = getattr(consumer, "_committed_offset", {}).get(tp) or 0
+            pos = last + 1 if last is not None else (consumer._committed_offset.get(tp) or 0)
             if pos >= hw:
                 out.append(s)
         return frozenset(out)
 
     # --------------------------------------------------------------- outputs
-    async def _emit(self, p: int, kp: KeyedPartition, store: TableStates, out, stream: str) -> None:
+    async def _emit(self, p: int, out, docs: Docs, stream: str | None) -> None:
+        """Send a step's outputs and write its documents (in the order given)."""
         for a in out.alerts:
-            ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
             await self.alerts.send(key=a["shop_id"].encode(), value=orjson.dumps(a))
-        batches: dict[tuple, list] = {}
-        for src, off, idx, c in out.contribs:
-            b = batches.get((c[0], c[1], src, off))
-            if b is None:
-                b = batches[(c[0], c[1], src, off)] = [idx, []]
-            b[1].append(c)
-        for (platform, shop_id, src, off), (idx, cs) in batches.items():
+        for u in out.updates:
             CONTRIBS_SENT.inc()
-            await self.contribs.send(key=f"{platform}:{shop_id}".encode(), value=orjson.dumps(
-                {"stream": stream, "src": f"{src}:{p}", "off": off, "i": idx, "cs": cs}))
-        store.flush(out.dirty)
-        for key in out.pending_changed:
-            plist = kp.pending.get(key)
-            if plist:
-                self.pending_table[key.encode()] = {"p": p, "s": plist}
-            else:
-                self.pending_table.pop(key.encode(), None)
+            await self.contribs.send(key=u["shop"].encode(), value=orjson.dumps({**u, "stream": stream}))
+        for snap in out.snapshots:
+            await self.scores.send(key=f"{snap['platform']}:{snap['shop_id']}".encode(), value=orjson.dumps(snap))
+        docs.write(out.writes)
 
     async def _forward_watermark(self, stream: str, now_us: int, flush: bool) -> None:
-        """After its own contributions, a stream tells every shop partition its clock."""
+        """After its own updates, a stream tells every shop partition its clock."""
         msg = orjson.dumps({"wm": now_us, "stream": stream, "flush": flush})
         for q in range(self.s.partitions):
             await self.contribs.send(key=b"__tick__", value=msg, partition=q)
@@ -260,12 +224,12 @@ class Topology:
             async for event in stream.events():
                 m = event.message
                 p = m.partition
-                kp, store = self._order_part(p)
+                kp = await self._order_part(p)
                 if m.topic == ticks_name:
                     tick = orjson.loads(m.value)
                     out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False),
                                      idle=self._idle(p, self.order_sources))
-                    await self._emit(p, kp, store, out, f"orders:{p}")
+                    await self._emit(p, out, self.orders_docs, f"orders:{p}")
                     wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
                     if wm is not None:
                         await self._forward_watermark(f"orders:{p}", wm, tick.get("flush", False))
@@ -274,20 +238,27 @@ class Topology:
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
                 if ev is None:
                     continue
-                out = kp.on_record(m.topic, m.offset, ev, idle=self._idle(p, self.order_sources))
-                await self._emit(p, kp, store, out, f"orders:{p}")
+                idle = self._idle(p, self.order_sources)
+                st = kp.states.get(ev["order_id"])
+                if (kp.watermark is not None and ev["ts_us"] < kp.watermark
+                        and (st is None or ev["event_id"] not in st.seen)):
+                    LATE_RECORDS.inc()
+                    log.warning("late record %s:%d@%d (ts %s, partition clock %s; idle %s)", m.topic, p, m.offset,
+                                fmt_ts(ev["ts_us"]), fmt_ts(kp.watermark), sorted(idle))
+                out = kp.on_record(m.topic, m.offset, ev, idle=idle)
+                await self._emit(p, out, self.orders_docs, f"orders:{p}")
 
         @app.agent(self.chat_in, name="shopwatch-chats", concurrency=1)
         async def chat_agent(stream):
             async for event in stream.events():
                 m = event.message
                 p = m.partition
-                kp, store = self._chat_part(p)
+                kp = await self._chat_part(p)
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
                 if ev is None:
                     continue
                 out = kp.on_record(m.topic, m.offset, ev)
-                await self._emit(p, kp, store, out, f"chats:{p}")
+                await self._emit(p, out, self.sessions_docs, f"chats:{p}")
 
         @app.agent(self.ticks, name="shopwatch-chat-ticks", concurrency=1)
         async def chat_tick_agent(stream):
@@ -297,7 +268,7 @@ class Topology:
                 p = event.message.partition
                 wm = tick.get("now_us")
                 if wm is None and p in self.chat_parts:
-                    wm = self.chat_parts[p][0].watermark
+                    wm = self.chat_parts[p].watermark
                 if wm is not None:
                     await self._forward_watermark(f"chats:{p}", wm, tick.get("flush", False))
 
@@ -306,72 +277,32 @@ class Topology:
             async for event in stream.events():
                 m = event.message
                 p = m.partition
-                part = self._shop_part(p)
+                part = await self._shop_part(p)
                 d = orjson.loads(m.value)
-                alerts: list = []
-                dirty: set = set()
-                snaps: list = []
-                changed: set = set()
-                idle = frozenset()  # shop streams promise their progress with watermarks instead
                 if "wm" in d:
-                    # per stream: [greatest watermark, greatest flushed watermark]
-                    wms = self.shop_wm.setdefault(p, {})
-                    w = wms.setdefault(d["stream"], [d["wm"], None])
-                    w[0] = max(w[0], d["wm"])
-                    if d.get("flush"):
-                        w[1] = d["wm"] if w[1] is None else max(w[1], d["wm"])
-                    part.merger.promise(d["stream"], d["wm"])
-                    if len(wms) >= len(self.streams):
-                        low = min(x[0] for x in wms.values())
-                        flushed = [x[1] for x in wms.values()]
-                        final = None if None in flushed else min(flushed)
-                        flush = final is not None and final != self.shop_final.get(p)
-                        if flush:
-                            self.shop_final[p] = low = final
-                        # the end of a backfill (`shopwatch tick --until`) fires timers due at T too, like replay
-                        snaps, changed = part.on_tick(low, self.domain == EVENT and flush, alerts, dirty,
-                                                      flush=flush, idle=idle)
-                        # on change (at most once a round), and every shop at the end of a backfill
-                        keys = set(part.states) if flush else self.shop_dirty.pop(p, set()) | dirty
-                        for key in sorted(keys):
-                            snaps.append(self.shop_logic.snapshot(part.states[key], low))
-                    else:
-                        _snaps, changed = part.on_tick(None, False, alerts, dirty, idle=idle)
+                    out = part.on_watermark(m.offset, d["stream"], d["wm"], d.get("flush", False))
                 else:
-                    cs = [tuple(c) for c in d["cs"]]
-                    changed = part.on_batch(m.key.decode(), d["stream"], d["src"], d["off"], d["i"], cs, alerts,
-                                            dirty, idle=idle)
-                self.shop_dirty.setdefault(p, set()).update(dirty)
-                for a in alerts:
-                    ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
-                    await self.alerts.send(key=a["shop_id"].encode(), value=orjson.dumps(a))
-                for snap in snaps:
-                    await self.scores.send(key=f"{snap['platform']}:{snap['shop_id']}".encode(),
-                                           value=orjson.dumps(snap))
-                for key in dirty:
-                    self.shops_table[key.encode()] = _doc(p, part.states[key])
-                for key in changed:
-                    plist = part.pending.get(key)
-                    if plist:
-                        self.shop_pending_table[key.encode()] = {"p": p, "s": plist}
-                    else:
-                        self.shop_pending_table.pop(key.encode(), None)
+                    out = part.on_update(d, m.offset)
+                await self._emit(p, out, self.shops_docs, None)
 
         @app.agent(self.alerts, name="shopwatch-alerts", concurrency=1)
         async def alert_agent(stream):
-            # Open alerts per shop for GET /alerts; a redelivered alert change is dropped here.
+            # Every alert change once: shop.alerts is at-least-once (after a crash a change
+            # can come again, identical), so the last status of each alert_id is kept per
+            # shop and a change that is not one is dropped before the chat sinks.
             async for event in stream.events():
                 a = orjson.loads(event.message.value)
                 k = a["shop_id"].encode()
                 cur = dict(self.alerts_table.get(k) or {})
                 prev = cur.get(a["alert_id"])
                 if prev is not None and prev["status"] == a["status"]:
+                    ALERT_COPIES.inc()
                     continue
-                if a["status"] == "firing":
-                    cur[a["alert_id"]] = a
-                else:
-                    cur.pop(a["alert_id"], None)
-                self.alerts_table[k] = cur
+                ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
+                if self.sinks:
+                    await self.sinks.dispatch(a)  # before the table write: at least once, never lost
+                cur[a["alert_id"]] = a
+                self.alerts_table[k] = _forget_resolved(cur, a["at"])
 
         @app.timer(interval=1.0, on_leader=True)
         async def send_ticks():
@@ -381,9 +312,41 @@ class Topology:
             for q in range(self.s.partitions):
                 await self.ticks.send(key=b"__tick__", value=value, partition=q)
 
+        unfetched: set = set()
+
+        @app.timer(interval=5.0)
+        async def fetch_unfetched_partitions():
+            # After a restart, a partition the group never committed an offset for can stay
+            # unfetched (faust-streaming issue #629: "Certain topic partitions are not sending
+            # fetch requests"): nothing read, nothing committed, records waiting. Seen twice
+            # in a row, such a partition is sought to its start, where it would have begun.
+            c = app.consumer
+            if app.rebalancing:
+                unfetched.clear()
+                return
+            sources = {*self.order_sources, self.names[TOPIC_CHATS], ticks_name, self.names[TOPIC_CONTRIBS],
+                       self.names[TOPIC_ALERTS]}
+            now = set()
+            for tp in c.assignment():
+                if tp.topic in sources and c._read_offset.get(tp) is None and c._committed_offset.get(tp) is None:
+                    try:
+                        hw = c.highwater(tp)
+                    except Exception:
+                        hw = None
+                    if hw:
+                        now.add(tp)
+            again = now & unfetched
+            unfetched.clear()
+            unfetched.update(now - again)
+            if again:
+                starts = await c.earliest_offsets(*again)
+                for tp in sorted(again):
+                    log.warning("%s:%d has records but was not fetched since it was assigned: seeking to %s",
+                                tp.topic, tp.partition, starts.get(tp, 0))
+                    await c.seek(tp, starts.get(tp, 0) or 0)
+
         async def _reset(*_args, **_kw):
             self.last_offset.clear()
-            self.shop_wm.clear()
             self.order_parts.clear()
             self.chat_parts.clear()
             self.shop_parts.clear()
@@ -397,31 +360,34 @@ class Topology:
         app = self.app
         topo = self
 
+        async def owner(table, key: bytes, web, request):
+            """The owner's answer when another worker owns ``key``, else None."""
+            try:
+                return await app.router.route_req(table.name, key, web, request)
+            except faust.exceptions.SameNode:
+                return None
+
         @app.page("/shops/{platform}/{shop_id}/score")
         async def shop_score(web, request, platform, shop_id):
             key = f"{platform}:{shop_id}"
-            try:
-                return await app.router.route_req(topo.shops_table.name, key.encode(), web, request)
-            except faust.exceptions.SameNode:
-                pass
-            doc = topo.shops_table.get(key.encode())
-            if doc is None:
+            routed = await owner(topo.shops_table, key.encode(), web, request)
+            if routed is not None:
+                return routed
+            doc = topo.shops_docs.get(key)
+            if doc is None or doc.get("s") is None:
                 return web.json({"error": "unknown shop", "shop": key}, status=404)
             st = ShopState.restore(doc["s"])
             return web.json(topo.shop_logic.snapshot(st, st.now_us or 0))
 
         @app.page("/orders/{order_id}")
         async def order_view(web, request, order_id):
-            try:
-                return await app.router.route_req(topo.orders_table.name, order_id.encode(), web, request)
-            except faust.exceptions.SameNode:
-                pass
-            doc = topo.orders_table.get(order_id.encode())
-            if doc is None:
+            routed = await owner(topo.orders_table, order_id.encode(), web, request)
+            if routed is not None:
+                return routed
+            doc = topo.orders_docs.get(order_id)
+            if doc is None or doc.get("s") is None:
                 return web.json({"error": "unknown order", "order_id": order_id}, status=404)
             st = OrderState.restore(doc["s"])
-            from shopwatch.streams.clock import fmt_ts
-
             return web.json({
                 "order_id": order_id, "platform": st.platform, "shop_id": st.shop_id,
                 "paid_at": fmt_ts(st.paid_us) if st.paid_us else None,
@@ -432,6 +398,7 @@ class Topology:
                 "deadlines": {n: fmt_ts(d) for n, d in topo.order_logic.timers(st).items()},
                 "open_alerts": sorted(st.open.values()),
                 "refunds": sorted(st.refunds),
+                "queued_events": len(doc.get("q") or ()),
             })
 
         @app.page("/alerts")
@@ -440,10 +407,22 @@ class Topology:
             status = request.query.get("status", "firing")
             if not shop_id:
                 return web.json({"error": "shop_id is required"}, status=400)
-            try:
-                return await app.router.route_req(topo.alerts_table.name, shop_id.encode(), web, request)
-            except faust.exceptions.SameNode:
-                pass
+            if status not in ("firing", "resolved", "all"):
+                return web.json({"error": "status is firing, resolved or all"}, status=400)
+            routed = await owner(topo.alerts_table, shop_id.encode(), web, request)
+            if routed is not None:
+                return routed
             cur = topo.alerts_table.get(shop_id.encode()) or {}
-            items = [a for a in cur.values() if status in ("firing", "all")]
+            items = [a for a in cur.values() if status == "all" or a["status"] == status]
             return web.json({"shop_id": shop_id, "status": status, "alerts": sorted(items, key=lambda a: a["at"])})
+
+
+RESOLVED_KEPT_DAYS = 14
+
+
+def _forget_resolved(cur: dict, now_at: str) -> dict:
+    """Drop resolved alerts more than RESOLVED_KEPT_DAYS (event time) older than ``now_at``:
+    a copy of a change comes within seconds of the original, never weeks."""
+    horizon = datetime.fromisoformat(now_at) - timedelta(days=RESOLVED_KEPT_DAYS)
+    return {i: a for i, a in cur.items()
+            if a["status"] != "resolved" or datetime.fromisoformat(a["at"]) >= horizon}

@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
+from pathlib import Path
 
 from shopwatch.agents.settings import settings
 
@@ -52,15 +54,45 @@ def run(args: argparse.Namespace) -> int:
         ingest.install(app)
     else:
         from shopwatch.agents.replay import load_rules
+        from shopwatch.agents.sinks import SinkDispatcher
         from shopwatch.agents.topology import Topology
 
-        Topology(app, s, load_rules(os.environ.get("SHOPWATCH_RULES")), ingest.make_ingest(app))
+        Topology(app, s, load_rules(os.environ.get("SHOPWATCH_RULES")), ingest.make_ingest(app),
+                 sinks=SinkDispatcher.from_env())
         ingest.install_views(app)
     logging.getLogger(__name__).debug("settings: %s", s)
+    drop_local_state_after_crash(Path(s.data_dir), Path(str(app.conf.tabledir)))
     worker = faust.Worker(app, loglevel=args.loglevel)
+    code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if code == 0:
+        (Path(s.data_dir) / CLEAN_MARK).touch()
+    return code
+
+
+CLEAN_MARK = "clean-shutdown"
+
+
+def drop_local_state_after_crash(data_dir: Path, tabledir: Path) -> bool:
+    """Remove the local table stores unless the last worker on ``data_dir`` stopped cleanly.
+
+    At-least-once Faust writes a table change to RocksDB at once and to its
+    changelog a moment later, so after a SIGKILL the local store can hold
+    writes the changelog never got, and restoring the changelog on top mixes
+    both. Rebuilt from the changelog alone, a table is a prefix of what the
+    partition wrote, which streams.partition turns into a correct state (Kafka
+    Streams wipes its stores after an unclean stop under exactly-once the
+    same way). The mark is removed while the worker runs."""
+    mark = data_dir / CLEAN_MARK
+    clean = mark.exists()
+    mark.unlink(missing_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if clean or not tabledir.exists():
+        return False
+    logging.getLogger(__name__).warning("%s did not stop cleanly: rebuilding its tables from the changelogs",
+                                        data_dir)
+    shutil.rmtree(tabledir)
+    return True

@@ -50,3 +50,67 @@ def delete_topics(bootstrap: str, prefix: str, timeout: float = 30.0) -> None:
         asyncio.run(asyncio.wait_for(run(), timeout))
     except Exception as exc:  # cleanup must not fail a test
         warnings.warn(f"could not delete test topics {prefix}*: {exc!r}", stacklevel=2)
+
+
+class SlackReceiver:
+    """A Slack-format webhook endpoint on a thread, for the workers' chat sink: checks the
+    signature and records each message as (alert_id, status, at)."""
+
+    SECRET = "broker-test-signing-secret"
+    PATH = "/services/T000/B000/broker"
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.got: list[tuple[str, str, str]] = []
+        self.rejected = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                import hashlib
+                import hmac
+                import json
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ts = self.headers.get("X-Slack-Request-Timestamp", "")
+                want = "v0=" + hmac.new(outer.SECRET.encode(), f"v0:{ts}:".encode() + body,
+                                        hashlib.sha256).hexdigest()
+                if self.path != outer.PATH or not hmac.compare_digest(want, self.headers.get("X-Slack-Signature", "")):
+                    with lock:
+                        outer.rejected += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                blocks = json.loads(body)["blocks"]
+                header = blocks[0]["text"]["text"]
+                fields = {f["text"].split("\n", 1)[0].strip("*"): f["text"].split("\n", 1)[1]
+                          for f in blocks[2]["fields"]}
+                alert_id = blocks[3]["elements"][0]["text"].split("`")[1]
+                status = "resolved" if "已恢复" in header else "firing"
+                at = fields.get("恢复时间") or fields.get("发生时间")
+                with lock:
+                    outer.got.append((alert_id, status, at))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def sinks_env(self) -> str:
+        import json
+
+        host, port = self.server.server_address[:2]
+        return json.dumps([{"type": "slack", "url": f"http://{host}:{port}{self.PATH}",
+                            "signing_secret": self.SECRET}])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from broker_helpers import free_port, shopwatch_cmd
+from broker_helpers import SlackReceiver, free_port, shopwatch_cmd
 from test_broker_ingest import Worker, _http
 
 from shopwatch.schemas.events import TOPIC_OF_TYPE, InvalidEvent, decode, key_of
@@ -116,7 +116,7 @@ def _wait_consumed(workers, n, timeout=180):
     pytest.fail(f"consumed {_consumed(workers)} of {n}:\n" + "\n---\n".join(w.log_tail(30) for w in workers))
 
 
-async def _lag(bootstrap, group, topics) -> int:
+async def _lag(bootstrap, group, topics, detail=False):
     """Records of ``topics`` not yet committed by the consumer group ``group``."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition
@@ -129,7 +129,9 @@ async def _lag(bootstrap, group, topics) -> int:
         tps = [TopicPartition(t, p) for t in topics for p in range(P)]
         ends = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group)
-        return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+        lags = {f"{tp.topic.rsplit('.', 1)[1]}:{tp.partition}": ends[tp] - (committed[tp].offset if tp in committed
+                                                                              else 0) for tp in tps}
+        return {k: v for k, v in lags.items() if v} if detail else sum(max(0, v) for v in lags.values())
     finally:
         await consumer.stop()
         await admin.close()
@@ -145,14 +147,15 @@ def _wait_drained(env, prefix, timeout=150):
         if lag == 0:
             return
         time.sleep(2)
-    pytest.fail(f"input not drained after {timeout}s: lag {lag}")
+    detail = asyncio.run(_lag(env["KAFKA_BOOTSTRAP"], env["SHOPWATCH_APP_ID"], topics, detail=True))
+    pytest.fail(f"input not drained after {timeout}s: lag {lag} {detail}")
 
 
 def _tick(env):
     subprocess.run(shopwatch_cmd("tick", "--until", UNTIL), env=env, check=True, capture_output=True)
 
 
-def _compare(kafka_alerts, kafka_scores, replay_alerts, replay_scores):
+def _compare(kafka_alerts, replay_alerts):
     k = Counter((a["alert_id"], a["status"], _utc(a["at"])) for a in kafka_alerts)
     r = Counter((a["alert_id"], a["status"], _utc(a["at"])) for a in replay_alerts)
     assert set(k) == set(r), (f"missing on Kafka: {sorted(set(r) - set(k))[:5]}; "
@@ -178,8 +181,42 @@ def sim(tmp_path):
     return lines, alerts, scores
 
 
-def _workers(shopwatch_env, tmp_path, n=2):
+@pytest.fixture
+def chat():
+    r = SlackReceiver()
+    yield r
+    r.close()
+
+
+def _notified(chat, r_alerts, timeout=60):
+    """What the chat got, once every change of replay came (or ``timeout`` passed)."""
+    want = {(a["alert_id"], a["status"], _utc(a["at"])) for a in r_alerts}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = Counter((i, st, _utc(at)) for i, st, at in list(chat.got))
+        if want <= set(got):
+            time.sleep(2)  # a late copy would show now
+            break
+        time.sleep(0.5)
+    return Counter((i, st, _utc(at)) for i, st, at in list(chat.got)), want
+
+
+def _alert_states_equal_replay(worker, r_alerts):
+    """GET /alerts?status=all for every shop: the last status of each alert is replay's."""
+    last: dict = {}
+    for a in r_alerts:
+        last.setdefault(a["shop_id"], {})[a["alert_id"]] = (a["status"], _utc(a["at"]))
+    for shop, want in last.items():
+        st, body = _http(worker.port, f"/alerts?shop_id={shop}&status=all", timeout=10)
+        assert st == 200, body
+        got = {a["alert_id"]: (a["status"], _utc(a["at"])) for a in json.loads(body)["alerts"]}
+        assert got == want, shop
+
+
+def _workers(shopwatch_env, tmp_path, n=2, chat=None):
     base = {**shopwatch_env, "SHOPWATCH_PARTITIONS": str(P), "SHOPWATCH_CLOCK": "event"}
+    if chat is not None:
+        base["SHOPWATCH_SINKS"] = chat.sinks_env()
     envs = []
     for i in range(n):
         envs.append({**base, "SHOPWATCH_WEB_PORT": str(free_port()),
@@ -187,9 +224,10 @@ def _workers(shopwatch_env, tmp_path, n=2):
     return envs
 
 
-def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env, topic_prefix, tmp_path, sim):
+def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env, topic_prefix, tmp_path, sim,
+                                                  chat):
     lines, r_alerts, r_scores = sim
-    envs = _workers(shopwatch_env, tmp_path)
+    envs = _workers(shopwatch_env, tmp_path, chat=chat)
     workers = [Worker(e, tmp_path / f"w{i}.log") for i, e in enumerate(envs)]
     try:
         for w in workers:
@@ -203,9 +241,12 @@ def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env
                                         until=lambda g: len(_final_scores(g, r_scores)) >= len(r_scores)))
         k_scores = _final_scores(scores_msgs, r_scores)
         k_alerts = asyncio.run(_read(kafka_bootstrap, topic_prefix + "shop.alerts"))
-        k, r = _compare(k_alerts, k_scores, r_alerts, r_scores)
+        k, r = _compare(k_alerts, r_alerts)
         assert sum(k.values()) == sum(r.values()), "an alert change was emitted twice"
         assert k_scores == r_scores
+        notified, want = _notified(chat, r_alerts)
+        assert set(notified) == want and chat.rejected == 0
+        assert max(notified.values()) == 1, "the chat got a change twice"
 
         # HTTP views answer from either worker, for keys owned by either.
         (platform, shop), inds = sorted(r_scores.items())[0]
@@ -230,12 +271,13 @@ def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env
             w.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="known open defect (issue 5): after a SIGKILL and restart a shop "
-                   "can apply a contribution batch twice or not at all (flaky); kept running so it stays visible")
+@pytest.mark.xfail(strict=False, reason="open defect (issue 5): after SIGKILL and restart, a shop can still miss "
+                   "or lose entity updates in some runs; the crash model in test_partition.py passes, so the "
+                   "suspect is an assumption about the order Faust writes changelogs in; kept running so it shows")
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, shopwatch_env, topic_prefix,
-                                                               tmp_path, sim):
+                                                               tmp_path, sim, chat):
     lines, r_alerts, r_scores = sim
-    envs = _workers(shopwatch_env, tmp_path)
+    envs = _workers(shopwatch_env, tmp_path, chat=chat)
     workers = [Worker(e, tmp_path / f"w{i}.log") for i, e in enumerate(envs)]
     try:
         for w in workers:
@@ -257,10 +299,20 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
         scores_msgs = asyncio.run(_read(kafka_bootstrap, topic_prefix + "shop.scores",
                                         until=lambda g: len(_final_scores(g, r_scores)) >= len(r_scores)))
         k_alerts = asyncio.run(_read(kafka_bootstrap, topic_prefix + "shop.alerts"))
-        k, r = _compare(k_alerts, _final_scores(scores_msgs, r_scores), r_alerts, r_scores)
-        dups = {x: n for x, n in k.items() if n > r[x]}
-        assert not dups, f"{len(dups)} alert changes emitted twice, e.g. {sorted(dups)[:3]}"
-        assert _final_scores(scores_msgs, r_scores) == r_scores
+        # shop.alerts is at-least-once: after the crash a change may come again, an
+        # identical copy; the set of changes is replay's, none lost and none different
+        _compare(k_alerts, r_alerts)
+        k_scores = _final_scores(scores_msgs, r_scores)
+        diff = {shop: {n: (k_scores.get(shop, {}).get(n), v) for n, v in inds.items()
+                       if k_scores.get(shop, {}).get(n) != v} for shop, inds in r_scores.items()}
+        assert k_scores == r_scores, {s: d for s, d in diff.items() if d}
+        # the alert agent kept each alert's last status as replay has it
+        _alert_states_equal_replay(workers[0], r_alerts)
+        # and the chat got every change (at least once: see README "Delivery guarantees")
+        notified, want = _notified(chat, r_alerts)
+        assert set(notified) == want and chat.rejected == 0
+        print(f"copies on shop.alerts: {len(k_alerts) - len(r_alerts)}; "
+              f"changes the chat got twice: {sum(1 for n in notified.values() if n > 1)}")
     finally:
         for w in workers:
             if w.proc.poll() is None:
