@@ -288,14 +288,16 @@ class Topology:
         @app.agent(self.alerts, name="shopwatch-alerts", concurrency=1)
         async def alert_agent(stream):
             # Every alert change once: shop.alerts is at-least-once (after a crash a change
-            # can come again, identical), so the last status of each alert_id is kept per
-            # shop and a change that is not one is dropped before the chat sinks.
+            # can come again, identical, even after a later change of the same alert), so
+            # each alert_id's status is kept per shop and a copy is dropped before the chat sinks.
             async for event in stream.events():
                 a = orjson.loads(event.message.value)
                 k = a["shop_id"].encode()
                 cur = dict(self.alerts_table.get(k) or {})
                 prev = cur.get(a["alert_id"])
-                if prev is not None and prev["status"] == a["status"]:
+                # an alert fires once and resolves once (spec): a firing that comes after its
+                # resolution is a late copy too
+                if prev is not None and (prev["status"] == a["status"] or prev["status"] == "resolved"):
                     ALERT_COPIES.inc()
                     continue
                 ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
