@@ -151,6 +151,43 @@ def _wait_drained(env, prefix, timeout=150):
     pytest.fail(f"input not drained after {timeout}s: lag {lag} {detail}")
 
 
+async def _ends(bootstrap, topic):
+    from aiokafka.structs import TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await c.start()
+    try:
+        return await c.end_offsets([TopicPartition(topic, p) for p in range(P)])
+    finally:
+        await c.stop()
+
+
+def _wait_shops_caught_up(env, prefix, timeout=150):
+    """Until the shop agents have committed everything on shop.contribs that was there
+    now (after a restart, recovery resends and reprocessing can still be on their way to
+    the shops when every shop has already sent a snapshot as of the end)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = prefix + "shop.contribs"
+    ends = asyncio.run(_ends(env["KAFKA_BOOTSTRAP"], topic))
+
+    async def committed():
+        admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP"])
+        await admin.start()
+        try:
+            return await admin.list_consumer_group_offsets(env["SHOPWATCH_APP_ID"])
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = asyncio.run(committed())
+        if all(tp in got and got[tp].offset >= end for tp, end in ends.items()):
+            return
+        time.sleep(2)
+    pytest.fail(f"shops did not catch up on {topic} within {timeout}s")
+
+
 def _tick(env):
     subprocess.run(shopwatch_cmd("tick", "--until", UNTIL), env=env, check=True, capture_output=True)
 
@@ -271,9 +308,9 @@ def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env
             w.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (issue 5): after SIGKILL and restart, a shop can still miss "
-                   "or lose entity updates in some runs; the crash model in test_partition.py passes, so the "
-                   "suspect is an assumption about the order Faust writes changelogs in; kept running so it shows")
+@pytest.mark.xfail(strict=False, reason="open defect (issue 5): after the SIGKILL and restart the shops' snapshots "
+                   "as of the backfill's end can miss contributions that reach them later (a run kept for analysis: "
+                   "tables and later snapshots equal replay); kept running so it shows")
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, shopwatch_env, topic_prefix,
                                                                tmp_path, sim, chat):
     lines, r_alerts, r_scores = sim
@@ -296,6 +333,8 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
         workers[1].wait_ready(timeout=180)
         _wait_drained(envs[0], topic_prefix)
         _tick(envs[0])
+        time.sleep(5)  # the backfill's end reaches the shops through the tick and order agents
+        _wait_shops_caught_up(envs[0], topic_prefix)
         scores_msgs = asyncio.run(_read(kafka_bootstrap, topic_prefix + "shop.scores",
                                         until=lambda g: len(_final_scores(g, r_scores)) >= len(r_scores)))
         k_alerts = asyncio.run(_read(kafka_bootstrap, topic_prefix + "shop.alerts"))
