@@ -148,21 +148,21 @@ class Topology:
         return self.app.consumer._committed_offset.get(TP(topic, p))
 
     async def _order_part(self, p: int) -> KeyedPartition:
-        kp = self.order_parts.get(p)
-        if kp is None:
-            kp = self.order_parts[p] = KeyedPartition(
-                self.order_logic, p, self.order_sources, self.domain, key_of=lambda ev: ev["order_id"],
-                kind="orders", committed=lambda src: self._committed(src, p), docs=self.orders_docs)
-            await self._emit(p, kp.recover(self.orders_docs.of_partition(p)), self.orders_docs, f"orders:{p}")
-        return kp
+        return await self._keyed_part(self.order_parts, p, self.order_logic, self.order_sources, "order_id",
+                                      "orders", self.orders_docs)
 
     async def _chat_part(self, p: int) -> KeyedPartition:
-        kp = self.chat_parts.get(p)
+        return await self._keyed_part(self.chat_parts, p, self.session_logic, [self.names[TOPIC_CHATS]],
+                                      "session_id", "chats", self.sessions_docs)
+
+    async def _keyed_part(self, parts: dict, p: int, logic, sources: list, key: str, kind: str,
+                          docs: Docs) -> KeyedPartition:
+        """Partition ``p`` of an entity agent, recovered from its table on first use."""
+        kp = parts.get(p)
         if kp is None:
-            kp = self.chat_parts[p] = KeyedPartition(
-                self.session_logic, p, [self.names[TOPIC_CHATS]], self.domain, key_of=lambda ev: ev["session_id"],
-                kind="chats", committed=lambda src: self._committed(src, p), docs=self.sessions_docs)
-            await self._emit(p, kp.recover(self.sessions_docs.of_partition(p)), self.sessions_docs, f"chats:{p}")
+            kp = parts[p] = KeyedPartition(logic, p, sources, self.domain, key_of=lambda ev: ev[key], kind=kind,
+                                           committed=lambda src: self._committed(src, p), docs=docs)
+            await self._emit(p, kp.recover(docs.of_partition(p)), docs, f"{kind}:{p}")
         return kp
 
     async def _shop_part(self, p: int) -> ShopPartition:

@@ -261,15 +261,26 @@ def _workers(shopwatch_env, tmp_path, n=2, chat=None):
     return envs
 
 
-def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env, topic_prefix, tmp_path, sim,
-                                                  chat):
-    lines, r_alerts, r_scores = sim
-    envs = _workers(shopwatch_env, tmp_path, chat=chat)
+def _start(envs, tmp_path):
+    """The workers, ready, once the group has settled with all of them."""
     workers = [Worker(e, tmp_path / f"w{i}.log") for i, e in enumerate(envs)]
     try:
         for w in workers:
             w.wait_ready()
-        time.sleep(5)  # let the group settle with both members
+    except BaseException:
+        for w in workers:
+            w.stop()
+        raise
+    time.sleep(5)
+    return workers
+
+
+def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env, topic_prefix, tmp_path, sim,
+                                                  chat):
+    lines, r_alerts, r_scores = sim
+    envs = _workers(shopwatch_env, tmp_path, chat=chat)
+    workers = _start(envs, tmp_path)
+    try:
         asyncio.run(_produce(kafka_bootstrap, _records(lines, topic_prefix)))
         _wait_consumed(workers, len(lines))
         _wait_drained(envs[0], topic_prefix)
@@ -315,11 +326,8 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
                                                                tmp_path, sim, chat):
     lines, r_alerts, r_scores = sim
     envs = _workers(shopwatch_env, tmp_path, chat=chat)
-    workers = [Worker(e, tmp_path / f"w{i}.log") for i, e in enumerate(envs)]
+    workers = _start(envs, tmp_path)
     try:
-        for w in workers:
-            w.wait_ready()
-        time.sleep(5)
         records = _records(lines, topic_prefix)
         half = len(records) // 2
         asyncio.run(_produce(kafka_bootstrap, records[:half]))
