@@ -104,6 +104,16 @@ class ShopwatchApp(faust.App):
             else:
                 self.sw_copartitioned.append([copartition_with, name])
 
+    def _new_producer(self):
+        producer = super()._new_producer()
+        flush_completely(producer.buffer)
+        return producer
+
+    def _new_consumer(self):
+        consumer = super()._new_consumer()
+        seek_uncommitted_to_start(consumer)
+        return consumer
+
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await ensure_topics(
@@ -113,6 +123,68 @@ class ShopwatchApp(faust.App):
             replication_factor=self.sw_settings.replication_factor,
             copartitioned=self.sw_copartitioned,
         )
+
+
+def seek_uncommitted_to_start(consumer) -> None:
+    """After each "seek to committed", put partitions without a committed offset
+    back at their first record.
+
+    Faust pauses source partitions while tables recover and drops the records
+    the fetcher brings for paused partitions meanwhile; afterwards it seeks every
+    partition to its committed offset to read them again. aiokafka's
+    ``seek_to_committed`` leaves a partition without a committed offset (or with
+    0) where the fetcher is, past the dropped records: after a rebalance those
+    records were never processed by anyone (the kill test lost alerts this way:
+    a partition nobody had committed yet started at its end). Such a partition
+    would have started at its beginning (``auto_offset_reset=earliest``).
+    """
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek() -> dict:
+        offsets = await seek_to_committed()
+        fresh = [tp for tp, off in offsets.items() if not off and not consumer._is_changelog_tp(tp)]
+        if fresh:
+            starts = await consumer.earliest_offsets(*fresh)
+            for tp in fresh:
+                await consumer.seek(tp, starts.get(tp) or 0)
+        return offsets
+
+    consumer.seek_to_committed = seek
+
+
+def flush_completely(buffer) -> None:
+    """Make ``buffer.flush()`` (a Faust ProducerBuffer) return only once it is empty.
+
+    Faust flushes the producer before it commits offsets, so that table writes
+    (changelog messages, queued in this buffer) reach Kafka before the offsets of
+    the records that caused them. faust-streaming 0.15.3's ``flush`` is
+    ``flush_atmost(None)``, which returns as soon as one message takes more than
+    0.1 s to hand over, leaving the rest queued: under load a commit then runs
+    ahead of its changelog writes, and a worker killed right after loses table
+    writes of committed records (the kill test saw an alert agent's writes for a
+    whole second vanish). Draining until empty, and the message being handed over
+    handed over, keeps the commit after its changelog writes.
+    """
+    step = buffer.flush_atmost
+    handing_over = [0]  # the message taken off the queue is not queued, nor in aiokafka yet
+    hand_over = buffer._send_pending
+
+    async def tracked(fut) -> None:
+        handing_over[0] += 1
+        try:
+            await hand_over(fut)
+        finally:
+            handing_over[0] -= 1
+
+    async def flush() -> None:
+        while buffer.size or handing_over[0]:
+            if buffer.size:
+                await step(None)
+            else:
+                await asyncio.sleep(0.005)
+
+    buffer._send_pending = tracked
+    buffer.flush = flush
 
 
 def broker_urls(bootstrap: str) -> list[str]:

@@ -140,6 +140,8 @@ class Topology:
         self.chat_parts: dict[int, KeyedPartition] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
+        self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked)
+        self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
         self._install()
 
     # ------------------------------------------------------------ partitions
@@ -175,24 +177,27 @@ class Topology:
             await self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
         return part
 
-    def _idle(self, p: int, sources) -> frozenset:
-        """Sources of partition ``p`` with nothing more to read now: the consumer has
-        reached their high watermark. Such a source cannot bring anything earlier
-        at the moment, so it does not hold back the event-time merge (a record
-        produced there later is applied late, never lost)."""
+    def _idle(self, p: int, sources, since: float) -> frozenset:
+        """Sources of partition ``p`` with nothing more to read for records produced
+        up to ``since`` (epoch seconds, a Kafka record timestamp): the broker said,
+        at or after ``since``, that the consumer had read all of the source. Such a
+        source cannot bring anything produced earlier, so it does not hold back the
+        event-time merge (a record produced there later is applied late, never lost).
+
+        The consumer's own highwater is not enough: it comes with each partition's
+        last fetch and can be older than records of another source in hand (at
+        start-up an empty source looked idle while its first records were on
+        their way, and the merge ran hours of event time ahead of them)."""
         consumer = self.app.consumer
         out = []
         for s in sources:
             tp = TP(s, p)
-            try:
-                hw = consumer.highwater(tp)
-            except Exception:  # not assigned (yet)
-                hw = None
-            if hw is None:
+            v = self.verified.get(tp)
+            if v is None or v[1] < since:
                 continue
             last = self.last_offset.get((s, p))
             pos = last + 1 if last is not None else (consumer._committed_offset.get(tp) or 0)
-            if pos >= hw:
+            if pos >= v[0]:
                 out.append(s)
         return frozenset(out)
 
@@ -228,17 +233,19 @@ class Topology:
                 if m.topic == ticks_name:
                     tick = orjson.loads(m.value)
                     out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False),
-                                     idle=self._idle(p, self.order_sources))
+                                     idle=self._idle(p, self.order_sources, self.last_produced.get(p, 0.0)))
                     await self._emit(p, out, self.orders_docs, f"orders:{p}")
                     wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
                     if wm is not None:
                         await self._forward_watermark(f"orders:{p}", wm, tick.get("flush", False))
                     continue
                 self.last_offset[(m.topic, p)] = m.offset
+                if m.timestamp and m.timestamp > self.last_produced.get(p, 0.0):
+                    self.last_produced[p] = m.timestamp
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
                 if ev is None:
                     continue
-                idle = self._idle(p, self.order_sources)
+                idle = self._idle(p, self.order_sources, self.last_produced[p] if m.timestamp else time.time())
                 st = kp.states.get(ev["order_id"])
                 if (kp.watermark is not None and ev["ts_us"] < kp.watermark
                         and (st is None or ev["event_id"] not in st.seen)):
@@ -314,40 +321,27 @@ class Topology:
             for q in range(self.s.partitions):
                 await self.ticks.send(key=b"__tick__", value=value, partition=q)
 
-        unfetched: set = set()
-
-        @app.timer(interval=5.0)
-        async def fetch_unfetched_partitions():
-            # After a restart, a partition the group never committed an offset for can stay
-            # unfetched (faust-streaming issue #629: "Certain topic partitions are not sending
-            # fetch requests"): nothing read, nothing committed, records waiting. Seen twice
-            # in a row, such a partition is sought to its start, where it would have begun.
+        @app.timer(interval=0.5)
+        async def verify_source_ends():
+            # The broker's end offsets of the order sources this worker reads, and when
+            # they were asked for: what _idle trusts.
             c = app.consumer
-            if app.rebalancing:
-                unfetched.clear()
+            tps = [tp for tp in c.assignment() if tp.topic in self.order_sources]
+            if not tps or app.rebalancing:
                 return
-            sources = {*self.order_sources, self.names[TOPIC_CHATS], ticks_name, self.names[TOPIC_CONTRIBS],
-                       self.names[TOPIC_ALERTS]}
-            now = set()
-            for tp in c.assignment():
-                if tp.topic in sources and c._read_offset.get(tp) is None and c._committed_offset.get(tp) is None:
-                    try:
-                        hw = c.highwater(tp)
-                    except Exception:
-                        hw = None
-                    if hw:
-                        now.add(tp)
-            again = now & unfetched
-            unfetched.clear()
-            unfetched.update(now - again)
-            if again:
-                starts = await c.earliest_offsets(*again)
-                for tp in sorted(again):
-                    log.warning("%s:%d has records but was not fetched since it was assigned: seeking to %s",
-                                tp.topic, tp.partition, starts.get(tp, 0))
-                    await c.seek(tp, starts.get(tp, 0) or 0)
+            asked = time.time()
+            try:
+                ends = await c.highwaters(*tps)
+            except Exception as exc:  # the broker is away: nothing is idle meanwhile
+                log.debug("end offsets of the order sources: %r", exc)
+                return
+            for tp, end in ends.items():
+                if end is not None:
+                    self.verified[TP(tp.topic, tp.partition)] = (end, asked)
 
         async def _reset(*_args, **_kw):
+            self.verified.clear()
+            self.last_produced.clear()
             self.last_offset.clear()
             self.order_parts.clear()
             self.chat_parts.clear()

@@ -29,3 +29,4 @@ def test_clean_stop_keeps_them_and_the_mark_is_taken_while_running(tmp_path):
 
 def test_first_start_has_nothing_to_drop(tmp_path):
     assert not drop_local_state_after_crash(tmp_path / "new", tmp_path / "new" / "v1" / "tables")
+
