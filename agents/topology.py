@@ -84,8 +84,18 @@ class Docs:
         return self.table.get(key.encode(), default)
 
     def of_partition(self, p: int) -> list:
-        """(key, doc) of partition ``p`` (a scan of the local store: recovery only)."""
-        return [(k.decode(), d) for k, d in list(self.table.items()) if d.get("p") == p]
+        """(key, doc) of partition ``p`` (a scan of the local store: recovery only).
+
+        The RocksDB store keeps one database per changelog partition, which is
+        the topic partition here (same key bytes): only that one is read, not the
+        whole table once per partition on every rebalance."""
+        store = self.table.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is not None and p in dbs and hasattr(store, "_visible_items"):
+            items = ((store._decode_key(k), store._decode_value(v)) for k, v in store._visible_items(dbs[p]))
+        else:  # the memory store, or a partition not opened here
+            items = list(self.table.items())
+        return [(k.decode(), d) for k, d in items if d.get("p") == p]
 
     def write(self, writes) -> None:
         for key, doc in writes:
