@@ -145,15 +145,16 @@ def seek_uncommitted_to_start(consumer) -> None:
         fresh = [tp for tp, off in offsets.items() if not off and not consumer._is_changelog_tp(tp)]
         if fresh:
             starts = await consumer.earliest_offsets(*fresh)
-            for tp in fresh:
-                await consumer.seek(tp, starts.get(tp) or 0)
+            # seek_wait seeks in the consumer's own thread (aiokafka's fetcher lives there)
+            await consumer.seek_wait({tp: starts.get(tp) or 0 for tp in fresh})
         return offsets
 
     consumer.seek_to_committed = seek
 
 
 def flush_completely(buffer) -> None:
-    """Make ``buffer.flush()`` (a Faust ProducerBuffer) return only once it is empty.
+    """Make ``buffer.flush()`` (a Faust ProducerBuffer) return only once every message
+    put before it has been handed over to aiokafka.
 
     Faust flushes the producer before it commits offsets, so that table writes
     (changelog messages, queued in this buffer) reach Kafka before the offsets of
@@ -162,27 +163,35 @@ def flush_completely(buffer) -> None:
     0.1 s to hand over, leaving the rest queued: under load a commit then runs
     ahead of its changelog writes, and a worker killed right after loses table
     writes of committed records (the kill test saw an alert agent's writes for a
-    whole second vanish). Draining until empty, and the message being handed over
-    handed over, keeps the commit after its changelog writes.
+    whole second vanish). Waiting until every message put before the flush is
+    handed over keeps the commit after its changelog writes.
     """
     step = buffer.flush_atmost
-    handing_over = [0]  # the message taken off the queue is not queued, nor in aiokafka yet
+    counts = {"put": 0, "handed": 0}
+    put = buffer.put
     hand_over = buffer._send_pending
 
+    def counted_put(fut) -> None:
+        put(fut)
+        counts["put"] += 1
+
     async def tracked(fut) -> None:
-        handing_over[0] += 1
         try:
             await hand_over(fut)
         finally:
-            handing_over[0] -= 1
+            counts["handed"] += 1
 
     async def flush() -> None:
-        while buffer.size or handing_over[0]:
-            if buffer.size:
+        # every message put before this flush (the queue is FIFO and handed over one
+        # at a time); not those put meanwhile, or a busy worker would never commit
+        target = counts["put"]
+        while counts["handed"] < target:
+            if buffer.state != "running":  # stopping: Faust's own flush
                 await step(None)
-            else:
-                await asyncio.sleep(0.005)
+                return
+            await asyncio.sleep(0.005)
 
+    buffer.put = counted_put
     buffer._send_pending = tracked
     buffer.flush = flush
 

@@ -60,6 +60,8 @@ ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes passed on to t
 ALERT_COPIES = Counter("shopwatch_alert_copies_total", "Copies of an alert change dropped (redelivery after a crash)")
 LATE_RECORDS = Counter("shopwatch_late_records_total",
                        "Records older than their partition's event clock (applied, but after timers due before them)")
+IDLE_MARGIN_S = 1.0
+
 CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Entity updates sent to the shop aggregates")
 
 ROCKSDB_OPTIONS = {
@@ -150,7 +152,7 @@ class Topology:
         self.chat_parts: dict[int, KeyedPartition] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
-        self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked)
+        self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked, first offset)
         self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
         self._install()
 
@@ -190,7 +192,9 @@ class Topology:
     def _idle(self, p: int, sources, since: float) -> frozenset:
         """Sources of partition ``p`` with nothing more to read for records produced
         up to ``since`` (epoch seconds, a Kafka record timestamp): the broker said,
-        at or after ``since``, that the consumer had read all of the source. Such a
+        IDLE_MARGIN_S or more after ``since``, that the consumer had read all of
+        the source (the margin covers a record created before ``since`` that
+        reached the broker later: producer linger, network, retries). Such a
         source cannot bring anything produced earlier, so it does not hold back the
         event-time merge (a record produced there later is applied late, never lost).
 
@@ -203,10 +207,10 @@ class Topology:
         for s in sources:
             tp = TP(s, p)
             v = self.verified.get(tp)
-            if v is None or v[1] < since:
+            if v is None or v[1] < since + IDLE_MARGIN_S:
                 continue
             last = self.last_offset.get((s, p))
-            pos = last + 1 if last is not None else (consumer._committed_offset.get(tp) or 0)
+            pos = last + 1 if last is not None else (consumer._committed_offset.get(tp) or v[2])
             if pos >= v[0]:
                 out.append(s)
         return frozenset(out)
@@ -340,14 +344,19 @@ class Topology:
             if not tps or app.rebalancing:
                 return
             asked = time.time()
+            generation = app.consumer_generation_id
             try:
                 ends = await c.highwaters(*tps)
+                starts = await c.earliest_offsets(*tps)
             except Exception as exc:  # the broker is away: nothing is idle meanwhile
                 log.debug("end offsets of the order sources: %r", exc)
                 return
+            if app.rebalancing or app.consumer_generation_id != generation:
+                return  # asked before a rebalance: _reset has started afresh
             for tp, end in ends.items():
                 if end is not None:
-                    self.verified[TP(tp.topic, tp.partition)] = (end, asked)
+                    # (end, when asked, first offset: where a never-committed source starts)
+                    self.verified[TP(tp.topic, tp.partition)] = (end, asked, starts.get(tp) or 0)
 
         async def _reset(*_args, **_kw):
             self.verified.clear()
