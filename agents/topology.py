@@ -246,8 +246,9 @@ class Topology:
                 kp = await self._order_part(p)
                 if m.topic == ticks_name:
                     tick = orjson.loads(m.value)
-                    out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False),
-                                     idle=self._idle(p, self.order_sources, self.last_produced.get(p, 0.0)))
+                    idle = (self._idle(p, self.order_sources, self.last_produced.get(p, 0.0))
+                            if self.domain == EVENT else frozenset())
+                    out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False), idle=idle)
                     await self._emit(p, out, self.orders_docs, f"orders:{p}")
                     wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
                     if wm is not None:
@@ -259,7 +260,9 @@ class Topology:
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
                 if ev is None:
                     continue
-                idle = self._idle(p, self.order_sources, self.last_produced[p] if m.timestamp else time.time())
+                # only the event clock merges sources; the wall clock applies records as they come
+                idle = (self._idle(p, self.order_sources, self.last_produced[p] if m.timestamp else time.time())
+                        if self.domain == EVENT else frozenset())
                 st = kp.states.get(ev["order_id"])
                 if (kp.watermark is not None and ev["ts_us"] < kp.watermark
                         and (st is None or ev["event_id"] not in st.seen)):
@@ -339,6 +342,8 @@ class Topology:
         async def verify_source_ends():
             # The broker's end offsets of the order sources this worker reads, and when
             # they were asked for: what _idle trusts.
+            if self.domain != EVENT:
+                return
             c = app.consumer
             tps = [tp for tp in c.assignment() if tp.topic in self.order_sources]
             if not tps or app.rebalancing:

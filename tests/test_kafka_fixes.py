@@ -13,7 +13,7 @@ from shopwatch.agents.settings import settings
 from shopwatch.agents.topology import Topology
 
 
-def test_the_producer_flush_before_a_commit_leaves_no_table_write_behind(tmp_path):
+def test_the_producer_flush_before_a_commit_leaves_no_table_write_behind():
     """Faust flushes the producer buffer (table changelog writes) before it commits
     offsets; the app's flush must wait for every queued write, also when handing
     one over takes longer than Faust's 0.1 s step (a busy producer)."""
