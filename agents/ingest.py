@@ -11,6 +11,25 @@ record and has no I/O (it only bumps the Prometheus counters):
   the value as UTF-8 text; a value that is not UTF-8 is base64 with
   ``"raw_encoding": "base64"``; a null value (tombstone) is ``null``.
 
+A dead letter always fits in a Kafka record (issue: a 900 KB poison pill made
+a 1.2 MB dead letter, the producer refused it and the worker crashed, then the
+next worker in turn): ``raw`` keeps at most ``RAW_KEPT_BYTES`` of the value,
+and a longer value adds ``"raw_truncated": true``, ``"raw_bytes"`` (its full
+length) and ``"raw_sha256"``; a key longer than ``KEY_KEPT_BYTES`` is
+replaced by its SHA-256 (hex) with ``"key_bytes"`` and ``"key_sha256"`` in
+the record.
+
+Beyond the event contract, the shell refuses records that would break the
+partitioning or the clocks:
+- a key that is not the event's ``order_id`` (order-keyed topics) or
+  ``session_id`` (chats): the record sits on a partition that may not own that
+  entity, so co-partitioning and deduplication would break silently;
+- an event time outside the sane window: before ``min_event_time``, or after
+  min(the record's Kafka timestamp, the wall clock) + ``max_future_skew_s``.
+  The Kafka timestamp makes the verdict a function of the record (a record
+  read again after a restart is judged the same way); the wall clock bounds a
+  producer whose own clock, or whose CreateTime, is wrong.
+
 ``topic`` labels and DLQ ``topic`` fields are the Kafka topic names as
 configured (``SHOPWATCH_TOPIC_*``/``SHOPWATCH_TOPIC_PREFIX``), so a dead
 letter points at the exact record (topic, partition, offset) it came from.
@@ -24,14 +43,16 @@ plugs in -- plus the ``/metrics`` and ``/healthz`` (``/readyz``) web views.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import orjson
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Counter, generate_latest
 
-from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, InvalidEvent, decode
+from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, InvalidEvent, decode, parse_ts_us
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +85,54 @@ class DeadLetter(NamedTuple):
         return orjson.dumps(self.record)
 
 
+RAW_KEPT_BYTES = 16 * 1024  # in JSON at most ~6x that (\u escapes): far below Kafka's 1 MB
+KEY_KEPT_BYTES = 1024
+
+
 def dead_letter(error: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> DeadLetter:
     record: dict = {"error": error, "topic": topic, "partition": partition, "offset": offset}
     if value is None:
         record["raw"] = None
     else:
+        kept = value[:RAW_KEPT_BYTES]
         try:
-            record["raw"] = value.decode("utf-8")
+            value.decode("utf-8")
         except UnicodeDecodeError:
-            record["raw"] = base64.b64encode(value).decode("ascii")
+            record["raw"] = base64.b64encode(kept).decode("ascii")
             record["raw_encoding"] = "base64"
+        else:  # a cut inside a character drops only that character
+            record["raw"] = kept.decode("utf-8", "ignore")
+        if len(value) > RAW_KEPT_BYTES:
+            record["raw_truncated"] = True
+            record["raw_bytes"] = len(value)
+            record["raw_sha256"] = hashlib.sha256(value).hexdigest()
+    if key is not None and len(key) > KEY_KEPT_BYTES:
+        record["key_bytes"] = len(key)
+        record["key_sha256"] = digest = hashlib.sha256(key).hexdigest()
+        key = digest.encode()
     return DeadLetter(key, record)
+
+
+class Window(NamedTuple):
+    """The sane window of event time (settings ``min_event_time``, ``max_future_skew_s``)."""
+
+    min_us: int
+    skew_us: int
+
+    @classmethod
+    def of(cls, settings) -> Window:
+        return cls(parse_ts_us(settings.min_event_time, "SHOPWATCH_MIN_EVENT_TIME"),
+                   int(settings.max_future_skew_s * 1_000_000))
+
+    def max_us(self, timestamp: float | None, now: float | None = None) -> int:
+        """The latest acceptable event time for a record with Kafka ``timestamp`` (seconds)."""
+        now = time.time() if now is None else now
+        if timestamp is not None and 0 < timestamp < now:
+            now = timestamp
+        return int(now * 1_000_000) + self.skew_us
+
+
+DEFAULT_WINDOW = Window(parse_ts_us("2000-01-01T00:00:00+08:00"), 86_400_000_000)
 
 
 def ingest(
@@ -85,17 +143,27 @@ def ingest(
     value: bytes | None,
     *,
     default_topic: str | None = None,
+    timestamp: float | None = None,
+    window: Window = DEFAULT_WINDOW,
+    now: float | None = None,
 ) -> dict | DeadLetter:
     """One raw record -> the validated event, or the dead letter for it.
 
     ``default_topic`` is the default name (``shop.orders``...) of ``topic``
     when topic names are configured; it decides which event types belong.
+    ``timestamp`` is the record's Kafka timestamp (seconds), ``now`` the wall
+    clock (default: read here): with ``window`` they bound the event time.
     """
     if value is None:
         reason = "empty record: null value"
     else:
+        dtopic = default_topic or topic
         try:
-            ev = decode(value, default_topic or topic)
+            ev = decode(value, dtopic, window.max_us(timestamp, now), window.min_us)
+            field = "session_id" if dtopic == TOPIC_CHATS else "order_id"
+            if key is None or key != ev[field].encode():
+                raise InvalidEvent(f"key does not match {field}: key {key if key is None else key[:200]!r}, "
+                                   f"{field} {ev[field]!r}")
         except InvalidEvent as exc:
             reason = str(exc)
         except Exception as exc:  # a validator bug must not stop the stream
@@ -115,7 +183,7 @@ async def ignore(event: dict, source: Source) -> None:
     """The default ``on_valid``: events are only counted (until the stateful core)."""
 
 
-def make_ingest(app) -> Callable[[str, int, int, bytes | None, bytes | None], dict | None]:
+def make_ingest(app) -> Callable[..., dict | None]:
     """``ingest`` for synchronous call sites (the stateful topology's agents).
 
     Returns the validated event, or None after queueing the dead letter on
@@ -124,9 +192,12 @@ def make_ingest(app) -> Callable[[str, int, int, bytes | None, bytes | None], di
     """
     default_of = app.sw_topics.default_of
     dlq = app.sw_topics.dlq
+    window = Window.of(app.sw_settings)
 
-    def ingest_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> dict | None:
-        out = ingest(topic, partition, offset, key, value, default_topic=default_of.get(topic))
+    def ingest_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                      timestamp: float | None = None) -> dict | None:
+        out = ingest(topic, partition, offset, key, value, default_topic=default_of.get(topic), timestamp=timestamp,
+                     window=window)
         if isinstance(out, DeadLetter):
             dlq.send_soon(key=out.key, value=out.encode())
             return None
@@ -151,12 +222,13 @@ def install(app, on_valid: OnValid | None = None) -> None:
     dlq = topics.dlq
     chats = topics.names[TOPIC_CHATS]
     order_keyed = [n for d, n in topics.names.items() if d in ("shop.orders", "shop.shipments", "shop.refunds")]
+    window = Window.of(app.sw_settings)
 
     async def process(stream) -> None:
         async for event in stream.events():
             msg = event.message
             t, p, o, k, v = msg.topic, msg.partition, msg.offset, event.key, event.value
-            out = ingest(t, p, o, k, v, default_topic=default_of.get(t))
+            out = ingest(t, p, o, k, v, default_topic=default_of.get(t), timestamp=msg.timestamp, window=window)
             if isinstance(out, DeadLetter):
                 await dlq.send(key=out.key, value=out.encode())
                 continue

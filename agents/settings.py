@@ -25,6 +25,13 @@ class Settings:
     store: str = field(default_factory=lambda: _env("SHOPWATCH_STORE", "rocksdb://"))
     # Address the worker's HTTP server (/metrics, /healthz) listens on.
     web_bind: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_BIND", "127.0.0.1"))
+    # Bearer token for the project's HTTP views (/shops, /orders, /alerts); required when
+    # web_bind is not a loopback address. /healthz, /readyz and /metrics stay open.
+    web_token: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_TOKEN", ""), repr=False)
+    # The sane window of event time: an event dated after min(its Kafka timestamp, the wall
+    # clock) + max_future_skew_s, or before min_event_time, is invalid (dead letter).
+    max_future_skew_s: float = field(default_factory=lambda: float(_env("SHOPWATCH_MAX_FUTURE_SKEW_S", "86400")))
+    min_event_time: str = field(default_factory=lambda: _env("SHOPWATCH_MIN_EVENT_TIME", "2000-01-01T00:00:00+08:00"))
 
     def topic(self, default_name: str) -> str:
         """Topic names are configurable: SHOPWATCH_TOPIC_ORDERS=... or a common prefix."""

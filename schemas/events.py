@@ -19,6 +19,21 @@ Choices where the spec is silent (an ops team's expectations):
   (``refund.requested`` ``reason`` and ``amount_fen``, ``shipment.exception``
   ``reason``); the booleans ``no_return`` and ``malicious`` default to false
   like the other flags (producers omit ``no_return`` when it is false).
+- The sane window of event time (issue: one far-future ``ts`` fired every
+  pending timer of a partition and left its clock in year 9999): ``ts``
+  before ``MIN_EVENT_TIME`` (2000-01-01, configurable) is invalid, and so is a
+  ``ts`` after the ``max_ts_us`` the caller passes (the workers: the record's
+  Kafka timestamp or the wall clock, whichever is earlier, plus a skew of one
+  day; replay: the later of the wall clock and ``--until``, plus that skew).
+  ``promised_ship_by`` must lie between ``MIN_EVENT_TIME`` and ``ts`` plus
+  ``MAX_PROMISE_DAYS`` (366), a presale ``ship_by`` date at most that many
+  days after the day of ``ts``, ``ship_within_days`` at most that many days.
+- Ids (every string field checked by length: ``event_id``, ``shop_id``,
+  ``order_id``, ``tracking_no``...) must not contain control characters
+  (C0, DEL, C1): ``bad\u0000shop`` would be a key no one can type or log.
+- A record larger than ``MAX_EVENT_BYTES`` (64 KiB; real events are a few
+  hundred bytes) is invalid: its queued copy would bloat the key's table
+  document past what Kafka accepts.
 - ``schemas/event.schema.json`` is the same contract as JSON Schema; the two
   are kept in step by tests/test_schemas.py.
 """
@@ -26,9 +41,11 @@ Choices where the spec is silent (an ops team's expectations):
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import orjson
+
+_EPOCH_DATE = date(1970, 1, 1)
 
 PLATFORMS = ("xiaohongshu", "douyin", "kuaishou", "jd", "tmall")
 TRADE_TYPES = ("domestic", "bonded", "direct_mail")
@@ -53,6 +70,13 @@ TOPIC_CHATS = "shop.chats"
 
 class InvalidEvent(ValueError):
     """An event that breaks the contract; ``str(exc)`` is the reason for the DLQ."""
+
+
+MAX_EVENT_BYTES = 64 * 1024
+DAY_US = 86_400_000_000
+MAX_FUTURE_SKEW_US = DAY_US  # default skew allowed past the caller's "now"
+MAX_PROMISE_DAYS = 366
+_CTRL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # ASCII digits only (``\d`` would take any Unicode digit, e.g. in the fraction); the
@@ -90,6 +114,18 @@ def parse_ts_us(value: object, field: str = "ts") -> int:
     return us
 
 
+MIN_EVENT_TIME = "2000-01-01T00:00:00+08:00"
+MIN_EVENT_TIME_US = parse_ts_us(MIN_EVENT_TIME)
+
+
+def fmt_us(us: int) -> str:
+    """An instant as RFC 3339 in UTC, for reasons (any year datetime can show)."""
+    try:
+        return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return f"{us} us since the epoch"
+
+
 def _str(ev: dict, f: str, req: bool, maxlen: int = 128) -> None:
     v = ev.get(f)
     if v is None:
@@ -101,6 +137,8 @@ def _str(ev: dict, f: str, req: bool, maxlen: int = 128) -> None:
         raise InvalidEvent(f"{f}: expected string, got {type(v).__name__}")
     if not 1 <= len(v) <= maxlen:
         raise InvalidEvent(f"{f}: length must be 1-{maxlen}")
+    if _CTRL_RE.search(v):
+        raise InvalidEvent(f"{f}: contains a control character: {v!r}")
 
 
 def _enum(ev: dict, f: str, allowed: tuple, req: bool, default: str | None = None) -> None:
@@ -165,11 +203,16 @@ def _presale(ev: dict) -> None:
         if not isinstance(ship_by, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", ship_by):
             raise InvalidEvent("presale.ship_by: expected YYYY-MM-DD")
         try:
-            date.fromisoformat(ship_by)
+            d = date.fromisoformat(ship_by)
         except ValueError:
             raise InvalidEvent(f"presale.ship_by: not a date: {ship_by!r}") from None
+        # local (UTC+8) day of ts, in days since 1970-01-01
+        if (d - _EPOCH_DATE).days > (ev["ts_us"] + 8 * 3_600_000_000) // DAY_US + MAX_PROMISE_DAYS:
+            raise InvalidEvent(f"presale.ship_by: {ship_by} is more than {MAX_PROMISE_DAYS} days after ts")
     elif type(within) is not int or within < 0:
         raise InvalidEvent("presale.ship_within_days: expected an integer >= 0")
+    elif within > MAX_PROMISE_DAYS:
+        raise InvalidEvent(f"presale.ship_within_days: {within} is more than {MAX_PROMISE_DAYS}")
 
 
 def _v_order_paid(ev: dict) -> None:
@@ -185,7 +228,10 @@ def _v_order_paid(ev: dict) -> None:
         _bool(ev, f)
     _presale(ev)
     if ev.get("promised_ship_by") is not None:
-        ev["promised_ship_by_us"] = parse_ts_us(ev["promised_ship_by"], "promised_ship_by")
+        promised = ev["promised_ship_by_us"] = parse_ts_us(ev["promised_ship_by"], "promised_ship_by")
+        if promised < MIN_EVENT_TIME_US or promised > ev["ts_us"] + MAX_PROMISE_DAYS * DAY_US:
+            raise InvalidEvent(f"promised_ship_by: {ev['promised_ship_by']} is not between {MIN_EVENT_TIME} "
+                               f"and {MAX_PROMISE_DAYS} days after ts")
     else:
         ev.pop("promised_ship_by", None)
         ev.pop("promised_ship_by_us", None)  # derived only: never trust one sent by the producer
@@ -344,10 +390,13 @@ INPUT_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS, TOPIC_CHATS)
 _PLATFORMS = frozenset(PLATFORMS)
 
 
-def validate(ev: object, topic: str | None = None) -> dict:
+def validate(ev: object, topic: str | None = None, max_ts_us: int | None = None,
+             min_ts_us: int | None = None) -> dict:
     """Check a decoded JSON value against the contract, in place; returns it.
 
-    ``topic`` is the *default* topic name of the source (shop.orders, ...).
+    ``topic`` is the *default* topic name of the source (shop.orders, ...);
+    ``max_ts_us`` the latest acceptable event time (None: no ceiling),
+    ``min_ts_us`` the earliest (default ``MIN_EVENT_TIME_US``).
     """
     if not isinstance(ev, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(ev).__name__}")
@@ -360,7 +409,13 @@ def validate(ev: object, topic: str | None = None) -> dict:
     _str(ev, "event_id", True, 128)
     if "ts" not in ev:
         raise InvalidEvent("missing field ts")
-    ev["ts_us"] = parse_ts_us(ev["ts"])
+    ts_us = ev["ts_us"] = parse_ts_us(ev["ts"])
+    if ts_us < (MIN_EVENT_TIME_US if min_ts_us is None else min_ts_us):
+        raise InvalidEvent(f"ts: {ev['ts']} is before the earliest accepted event time "
+                           f"{MIN_EVENT_TIME if min_ts_us is None else fmt_us(min_ts_us)}")
+    if max_ts_us is not None and ts_us > max_ts_us:
+        raise InvalidEvent(f"ts: {ev['ts']} is in the future: after the latest accepted event time "
+                           f"{fmt_us(max_ts_us)}")
     p = ev.get("platform")
     if p is None:
         raise InvalidEvent("missing field platform")
@@ -373,13 +428,18 @@ def validate(ev: object, topic: str | None = None) -> dict:
     return ev
 
 
-def decode(raw: bytes | str, topic: str | None = None) -> dict:
+def decode(raw: bytes | str, topic: str | None = None, max_ts_us: int | None = None,
+           min_ts_us: int | None = None) -> dict:
     """Bytes (one JSON object) -> validated event dict. Raises InvalidEvent."""
+    if len(raw) > MAX_EVENT_BYTES // (4 if isinstance(raw, str) else 1):  # 4: UTF-8's widest character
+        size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+        if size > MAX_EVENT_BYTES:
+            raise InvalidEvent(f"record too large: {size} bytes (at most {MAX_EVENT_BYTES})")
     try:
         ev = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(f"bad JSON: {exc}") from None
-    return validate(ev, topic)
+    return validate(ev, topic, max_ts_us, min_ts_us)
 
 
 def key_of(ev: dict) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from shopwatch.schemas import events
-from shopwatch.schemas.events import InvalidEvent, decode
+from shopwatch.schemas.events import InvalidEvent, decode, parse_ts_us
 from shopwatch.schemas.jsonschema_files import NAMES, load
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "events.md"
@@ -155,6 +155,8 @@ def rejected(d: object, topic: str | None = None) -> str:
 
 
 def code_accepts(d: object) -> bool:
+    # no topic and no max_ts_us: the rules that need them are the code's only (test_topics,
+    # test_ts_ceiling_is_the_callers); the schema is compared with the rest
     try:
         decode(raw(d))
     except InvalidEvent:
@@ -269,7 +271,16 @@ OUT_OF_CONTRACT = [
     ("order.paid", "presale", {"ship_by": "2026-02-30"}),
     ("order.paid", "presale", {"ship_by": "30/11/2026"}),
     ("order.paid", "presale", {"ship_within_days": -1}),
+    ("order.paid", "presale", {"ship_within_days": 367}),
+    ("order.paid", "presale", {"ship_within_days": 10**6}),
     ("order.paid", "promised_ship_by", "2026-11-22T10:00:00"),
+    ("order.paid", "promised_ship_by", "1999-12-31T00:00:00+08:00"),
+    ("order.paid", "ts", "0001-01-01T00:00:00Z"),
+    ("order.paid", "ts", "1999-12-31T00:00:00+08:00"),
+    ("order.paid", "ts", "1970-01-01T00:00:00Z"),
+    ("order.paid", "event_id", "e\x00-1"),
+    ("order.paid", "shop_id", "s-17\x7f"),
+    ("order.paid", "order_id", "\x85o-1"),
     ("order.shipped", "carrier", ""),
     ("review.posted", "product_rating", 0),
     ("review.posted", "product_rating", 6),
@@ -415,6 +426,11 @@ def _us(dt: datetime) -> int:
     ("1969-12-31T23:59:59.5Z", datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC)),
 ])
 def test_ts_us(ts, expected):
+    assert parse_ts_us(ts) == _us(expected)
+    if expected.year < 2000:  # parsed, but outside the sane window of event time
+        with pytest.raises(InvalidEvent, match="before the earliest accepted event time"):
+            decode(raw(ev("order.paid", ts=ts)))
+        return
     out = decode(raw(ev("order.paid", ts=ts, promised_ship_by=ts)))
     assert out["ts_us"] == _us(expected)
     assert out["promised_ship_by_us"] == _us(expected)
@@ -571,13 +587,14 @@ ACCEPTED = [
     ("order.paid", "amount_fen", 0),
     ("order.paid", "category", ""),
     ("order.paid", "presale", {"ship_by": "2026-11-30"}),
-    ("order.paid", "presale", {"ship_by": "2028-02-29", "ship_within_days": None}),
+    ("order.paid", "presale", {"ship_by": "2027-02-28", "ship_within_days": None}),  # within 366 days of ts
     ("order.paid", "presale", {"ship_within_days": 0, "ship_by": None}),
+    ("order.paid", "presale", {"ship_within_days": 366}),
     ("order.paid", "presale", {"ship_within_days": 3, "note": "extra"}),
     ("order.paid", "event_id", "e" * 128),
     ("order.paid", "shop_id", "s" * 64),
+    ("order.paid", "shop_id", "店铺\xa017"),  # U+00A0 (no-break space) is just past C1: not a control character
     ("order.paid", "ts", "2026-11-20T10:00:00.123456789+08:00"),
-    ("order.paid", "ts", "0001-01-01T00:00:00Z"),
     ("order.paid", "ts", "2026-11-20T10:00:00+23:59"),
     ("review.posted", "product_rating", 1),
     ("review.posted", "product_rating", 5),
@@ -617,10 +634,163 @@ def test_bad_values_rejected_by_both(type_, field, value):
     ("order.paid", "ts", "2026-02-30T10:00:00Z"),  # no JSON Schema pattern knows the length of February
     ("order.paid", "amount_fen", 12800.0),        # JSON Schema: 12800.0 is an integer; JSON-wise it is a float
     ("review.posted", "product_rating", 5.0),
+    # bounds relative to ts (2026-11-20T10:00:00+08:00): one value cannot be compared with another
+    ("order.paid", "promised_ship_by", "9999-12-31T23:59:59Z"),
+    ("order.paid", "promised_ship_by", "2027-11-21T10:00:00.000001+08:00"),  # ts + 366 days + 1 us
+    ("order.paid", "presale", {"ship_by": "2027-11-22"}),  # 367 days after the day of ts
+    ("order.paid", "presale", {"ship_by": "9999-12-31"}),
+    # the floor is an instant, the schema's pattern only sees the written year
+    ("order.paid", "ts", "2000-01-01T00:00:00+23:59"),
 ])
 def test_known_schema_gaps_are_rejected_by_code(type_, field, value):
     """Where JSON Schema cannot say it, the code is the stricter of the two (documented in $comment)."""
     assert not code_accepts(ev(type_, **{field: value}))
+
+
+# The id fields (checked by events._str), one event type where each appears.
+ID_FIELDS = [
+    ("order.paid", "event_id"), ("order.paid", "shop_id"), ("order.paid", "order_id"),
+    ("refund.requested", "refund_id"), ("complaint.filed", "complaint_id"), ("chat.started", "session_id"),
+    ("chat.started", "buyer_id"), ("chat.assigned", "agent_id"), ("order.shipped", "carrier"),
+    ("order.shipped", "tracking_no"), ("shipment.signed", "tracking_no"), ("refund.return_shipped", "tracking_no"),
+]
+CONTROL_CHARS = ["\x00", "\x1f", "\x7f", "\x85", "\n", "\x80", "\x9f"]
+
+
+@pytest.mark.parametrize("type_,field", ID_FIELDS)
+@pytest.mark.parametrize("char", CONTROL_CHARS, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("where", ["alone", "start", "middle", "end"])
+def test_control_characters_in_ids_rejected_by_both(type_, field, char, where):
+    value = {"alone": char, "start": char + "id-1", "middle": "id" + char + "1", "end": "id-1" + char}[where]
+    d = ev(type_, **{field: value})
+    reason = rejected(d)
+    assert field in reason and "control character" in reason
+    assert not schema_accepts(d)
+
+
+@pytest.mark.parametrize("type_,field", ID_FIELDS)
+@pytest.mark.parametrize("value", ["id 1", "\xa0", "订单-1", "id\u2028", "~", "\xff"])
+def test_ids_without_control_characters_accepted_by_both(type_, field, value):
+    d = ev(type_, **{field: value})
+    assert code_accepts(d)
+    assert schema_accepts(d), list(EVENT_V.iter_errors(d))
+
+
+@pytest.mark.parametrize("days,ok", [(0, True), (365, True), (366, True), (367, False), (10**9, False)])
+def test_ship_within_days_at_most_366(days, ok):
+    d = ev("order.paid", presale={"ship_within_days": days})
+    assert code_accepts(d) is ok
+    assert schema_accepts(d) is ok
+    if not ok:
+        assert "ship_within_days" in rejected(d)
+
+
+@pytest.mark.parametrize("ts,last_ok", [
+    ("2026-11-20T10:00:00+08:00", "2027-11-21"),
+    ("2026-11-20T00:00:00+08:00", "2027-11-21"),  # the day of ts is its UTC+8 day...
+    ("2026-11-19T16:00:00Z", "2027-11-21"),       # ...(2026-11-20 00:00 at UTC+8)
+    ("2026-11-19T15:59:59Z", "2027-11-20"),       # 2026-11-19 23:59:59 at UTC+8
+    ("2027-11-20T10:00:00+08:00", "2028-11-20"),  # a leap year: 2028-02-29 is counted
+])
+def test_presale_ship_by_at_most_366_days_after_the_day_of_ts(ts, last_ok):
+    ok = ev("order.paid", ts=ts, promised_ship_by=DROP, presale={"ship_by": last_ok})
+    assert code_accepts(ok) and schema_accepts(ok)
+    late = (datetime.fromisoformat(last_ok) + timedelta(days=1)).date().isoformat()
+    d = ev("order.paid", ts=ts, promised_ship_by=DROP, presale={"ship_by": late})
+    reason = rejected(d)
+    assert "presale.ship_by" in reason and "366 days" in reason
+    assert schema_accepts(d)  # a known gap: JSON Schema cannot compare ship_by with ts
+
+
+def test_presale_ship_by_367_days_after_ts_rejected_by_code():
+    assert "presale.ship_by" in rejected(ev("order.paid", presale={"ship_by": "2027-11-22"}))
+    assert code_accepts(ev("order.paid", presale={"ship_by": "2027-11-21"}))
+    assert code_accepts(ev("order.paid", presale={"ship_by": "2001-01-01"}))  # before ts: no lower bound
+
+
+@pytest.mark.parametrize("promised,ok", [
+    ("2027-11-21T10:00:00+08:00", True),              # ts + 366 days
+    ("2027-11-21T02:00:00Z", True),
+    ("2027-11-21T10:00:00.000001+08:00", False),
+    ("2028-01-01T00:00:00+08:00", False),
+    ("9999-12-31T23:59:59Z", False),
+    ("2000-01-01T00:00:00+08:00", True),              # before ts is allowed, down to MIN_EVENT_TIME
+    ("1999-12-31T15:59:59Z", False),
+])
+def test_promised_ship_by_window(promised, ok):
+    d = ev("order.paid", promised_ship_by=promised)
+    if ok:
+        assert decode(raw(d))["promised_ship_by_us"] == parse_ts_us(promised)
+    else:
+        reason = rejected(d)
+        assert "promised_ship_by" in reason and "is not between" in reason
+
+
+def test_promised_ship_by_9999_rejected_by_code():
+    d = ev("order.paid", promised_ship_by="9999-12-31T23:59:59Z")
+    assert "promised_ship_by" in rejected(d)
+    assert schema_accepts(d)  # a known gap: relative to ts
+
+
+@pytest.mark.parametrize("type_", ["chat.closed", "order.paid"])
+def test_ts_floor(type_):
+    def at(ts):  # order.paid: no promised_ship_by (which must be within 366 days of ts)
+        return ev(type_, ts=ts, promised_ship_by=DROP)
+
+    old = at("1999-12-31T00:00:00+08:00")
+    assert "before the earliest accepted event time" in rejected(old)
+    assert not schema_accepts(old)
+    for ts in ("2000-01-02T00:00:00+08:00", "2000-01-02T00:00:00Z", events.MIN_EVENT_TIME):
+        d = at(ts)
+        assert code_accepts(d) and schema_accepts(d), ts
+    assert not code_accepts(at("1999-12-31T23:59:59.999999+08:00"))  # 1 us before the floor
+    assert not schema_accepts(at("1999-12-31T23:59:59.999999+08:00"))
+
+
+def test_ts_floor_edge_by_offset():
+    """Documented in the timestamp's $comment: near the floor, the offset can put the year and the instant apart."""
+    d = ev("chat.closed", ts="1999-12-31T20:00:00Z")  # 2000-01-01 04:00 at UTC+8
+    assert code_accepts(d) and not schema_accepts(d)
+    d = ev("chat.closed", ts="2000-01-01T00:00:00+23:59")
+    assert not code_accepts(d) and schema_accepts(d)
+
+
+def test_ts_ceiling_is_the_callers():
+    x = parse_ts_us(ENVELOPE["ts"])
+    for type_ in ("order.paid", "chat.closed"):
+        assert decode(raw(ev(type_)), max_ts_us=x)["ts_us"] == x  # ts == the ceiling: accepted
+        with pytest.raises(InvalidEvent, match="in the future") as ei:
+            decode(raw(ev(type_)), max_ts_us=x - 1)
+        assert str(ei.value).startswith("ts: ")
+        with pytest.raises(InvalidEvent, match="in the future"):
+            decode(raw(ev(type_, ts="2026-11-20T10:00:00.000001+08:00")), max_ts_us=x)
+        assert decode(raw(ev(type_, ts="2026-11-20T09:59:59.999999+08:00")), max_ts_us=x)
+    with pytest.raises(InvalidEvent, match="in the future"):
+        events.validate(ev("chat.closed"), max_ts_us=x - 1)
+    far = ev("chat.closed", ts="9999-12-31T23:59:59Z")
+    assert code_accepts(far) and schema_accepts(far)  # no ceiling unless the caller gives one
+    with pytest.raises(InvalidEvent, match="in the future"):
+        decode(raw(far), max_ts_us=x)
+
+
+def _padded(type_: str, size: int) -> bytes:
+    """A valid event of exactly ``size`` bytes (an extra field pads it)."""
+    base = raw(ev(type_, x_pad=""))
+    out = raw(ev(type_, x_pad="p" * (size - len(base))))
+    assert len(out) == size
+    return out
+
+
+@pytest.mark.parametrize("type_", ["order.paid", "chat.closed"])
+def test_record_size_limit(type_):
+    limit = events.MAX_EVENT_BYTES
+    assert limit == 64 * 1024
+    assert decode(_padded(type_, limit))["type"] == type_
+    assert decode(_padded(type_, limit).decode())["type"] == type_
+    big = _padded(type_, limit + 1)
+    assert "record too large" in rejected(big)
+    assert "record too large" in rejected(big.decode())
+    assert schema_accepts(orjson.loads(big))  # a known gap: JSON Schema sees the value, not the bytes
 
 
 # Strings that matter somewhere in the contract, to mutate events with.
@@ -635,13 +805,14 @@ _INTERESTING = sorted({
     *events.PLATFORMS, *events.EVENT_TYPES, *events.TRADE_TYPES, *events.RESPONSIBLE, *events.REFUND_KINDS,
     *events.REFUND_REASONS, *events.CUSTOMS_STATUSES, *events.EXCEPTION_REASONS, *events.SENDERS,
     *_TIMESTAMPS, "", "x", "x" * 64, "x" * 65, "x" * 128, "x" * 129, "fresh", "general", "2026-11-30",
-    "2026-02-30", "Douyin", "true", "1",
+    "2026-02-30", "Douyin", "true", "1", "x\x00y", "\x7f", "\x85", "\xa0",
 })
 _PRESALES = [
     {"ship_by": "2026-11-30"}, {"ship_within_days": 3}, {"ship_by": "2026-11-30", "ship_within_days": None},
     {"ship_by": None, "ship_within_days": 0}, {}, {"ship_by": "2026-02-30"}, {"ship_by": "0000-01-01"},
     {"ship_within_days": -1}, {"ship_by": "20261130"}, {"ship_by": "2026-11-30", "ship_within_days": 3},
     {"ship_within_days": 2.5}, {"ship_within_days": False}, {"ship_by": "2026-11-30\n"},
+    {"ship_within_days": 366}, {"ship_within_days": 367}, {"ship_by": "2027-02-28"}, {"ship_by": "1999-12-31"},
 ]
 _scalars = st.one_of(
     st.none(),
@@ -672,6 +843,7 @@ def _field_pool(field: str) -> list:
     if field in ("type", "platform"):
         vals += list(events.EVENT_TYPES if field == "type" else events.PLATFORMS)
     vals += [None, "", "x" * 64, "x" * 65, "x" * 128, "x" * 129, -1, 0, 1, 5, 6, 0.5, True, False, [], {}]
+    vals += ["x\x00", "\x1fx", "x\x7fy", "\x85", "\x9f", "x\n", "\xa0", "x\u2028"]
     out = []
     for v in vals:
         if not any(type(v) is type(w) and v == w for w in out):
@@ -681,6 +853,45 @@ def _field_pool(field: str) -> list:
 
 _FIELDS = {t: sorted({*ENVELOPE_FIELDS, *VALID[t]}) for t in VALID}
 _POOLS = {f: _field_pool(f) for t in VALID for f in _FIELDS[t]}
+
+
+def test_pools_stay_clear_of_the_code_only_bounds():
+    """The comparisons below hold only where the code-only rules cannot fire.
+
+    Like the topic (code_accepts passes none) and the ts ceiling (code_accepts passes no max_ts_us), the bounds of
+    order.paid fields relative to ts and the exact ts floor are rules JSON Schema cannot state (see
+    test_known_schema_gaps_are_rejected_by_code): every ts the pools hold is far enough from the promised_ship_by
+    and presale.ship_by values they hold, and none is near the floor with a year that says otherwise.
+    """
+    def instants(values):
+        out = []
+        for v in values:
+            try:
+                out.append((v, parse_ts_us(v)))
+            except InvalidEvent:
+                pass
+        return out
+
+    timestamps = instants([*_POOLS["ts"], *_POOLS["promised_ship_by"], *_INTERESTING])
+    assert timestamps
+    for v, us in timestamps:  # the schema's year floor and the code's instant floor agree
+        assert (int(v[:4]) >= 2000) == (us >= events.MIN_EVENT_TIME_US), v
+    ts_ok = [us for _, us in instants([*_POOLS["ts"], *_INTERESTING]) if us >= events.MIN_EVENT_TIME_US]
+    promised = [us for _, us in instants([*_POOLS["promised_ship_by"], *_INTERESTING])
+                if us >= events.MIN_EVENT_TIME_US]
+    assert ts_ok and promised
+    assert max(promised) <= min(ts_ok) + events.MAX_PROMISE_DAYS * events.DAY_US
+    ship_by = [p["ship_by"] for p in [*_POOLS["presale"], *_PRESALES]
+               if isinstance(p, dict) and isinstance(p.get("ship_by"), str)]
+    days = []
+    for s in ship_by:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", s):
+            try:
+                days.append((datetime.fromisoformat(s).replace(tzinfo=UTC) - _EPOCH).days)
+            except ValueError:
+                pass
+    first_day = (min(ts_ok) + 8 * 3_600_000_000) // events.DAY_US  # the UTC+8 day of the earliest ts
+    assert days and max(days) <= first_day + events.MAX_PROMISE_DAYS
 
 
 def _disagreement(d: dict) -> str | None:
