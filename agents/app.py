@@ -15,17 +15,31 @@ missing with ``settings.partitions`` partitions and
 ``settings.replication_factor`` replicas, and refuses to start when existing
 co-partitioned topics (the three order-keyed input topics) disagree on their
 partition count.
+
+Local state (the RocksDB tables and the worker's clean-shutdown mark) lives
+in :func:`state_dir`, ``data_dir/<app id>/<topic prefix>``, so that apps
+sharing a data directory never read each other's tables; and a table
+partition whose local files are ahead of its changelog (topics deleted and
+recreated, another cluster) is dropped and restored from the changelog
+instead of crashing the worker (:class:`ShopwatchRecovery`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_lz4
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 
 from shopwatch.agents.settings import Settings
 from shopwatch.agents.settings import settings as load_settings
@@ -84,6 +98,7 @@ class ShopwatchApp(faust.App):
     sw_settings: Settings
     sw_topics: Topics
     sw_required: dict[str, dict[str, str]]
+    sw_before_commit: list  # async callables run before each offset commit (write-back of state)
     sw_copartitioned: list[list[str]]
 
     def require_topic(
@@ -112,17 +127,51 @@ class ShopwatchApp(faust.App):
     def _new_consumer(self):
         consumer = super()._new_consumer()
         seek_uncommitted_to_start(consumer)
+        write_back_before_commit(consumer, self.sw_before_commit)
         return consumer
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         await ensure_topics(
             self.sw_settings.bootstrap,
-            self.sw_required,
+            {**self.sw_changelogs(), **self.sw_required},
             partitions=self.sw_settings.partitions,
             replication_factor=self.sw_settings.replication_factor,
             copartitioned=self.sw_copartitioned,
         )
+        if not self.conf.topic_disable_leader:  # Faust's leader election topic: one partition
+            await ensure_topics(
+                self.sw_settings.bootstrap,
+                {self._leader_assignor._leader_topic_name: {}},
+                partitions=1,
+                replication_factor=self.conf.topic_replication_factor,
+            )
+
+    def sw_changelogs(self) -> dict[str, dict[str, str]]:
+        """The changelog topics of the app's tables, as Faust would create them, to be
+        created (when missing) with the app's own topics, before the consumer subscribes.
+
+        faust-streaming 0.15.3 creates its missing internal topics (the changelogs and
+        the leader topic ``<app id>-__assignor-__leader``) just before its consumer
+        subscribes (tens of milliseconds): when the consumer's first metadata does not
+        have a new topic yet ("Topic ... not found in cluster metadata"), the
+        assignment ignores it, for good: a table then sees its changelog with 0
+        partitions and its agent crashes on every write with PartitionsMismatch, and
+        without the leader topic no worker is leader (no ticks: on the event clock
+        the orders stay queued). Seen on first starts and on restarts after the
+        topics were deleted and recreated. ``ensure_topics`` waits until the topics
+        it creates are in the metadata. Only plain compacted changelogs with the
+        app's partition count are created here; Faust creates any other one itself."""
+        out: dict[str, dict[str, str]] = {}
+        for table in self.tables.values():
+            topic = table.changelog_topic
+            partitions = topic.partitions or self.conf.topic_partitions
+            replicas = topic.replicas or self.conf.topic_replication_factor
+            if (partitions != self.sw_settings.partitions or replicas != self.sw_settings.replication_factor
+                    or not topic.compacting or topic.deleting or topic.retention or topic.config):
+                continue
+            out[topic.get_topic_name()] = {"cleanup.policy": "compact"}
+        return out
 
 
 def seek_uncommitted_to_start(consumer) -> None:
@@ -150,6 +199,24 @@ def seek_uncommitted_to_start(consumer) -> None:
         return offsets
 
     consumer.seek_to_committed = seek
+
+
+def write_back_before_commit(consumer, hooks: list) -> None:
+    """Run ``hooks`` (async, no arguments) at the start of every offset commit.
+
+    faust-streaming 0.15.3's ``Consumer._commit_offsets`` flushes the producer and
+    then commits the offsets it was given (acked records). State kept in memory
+    and written back here, before that flush, is on the changelog before the
+    offsets of the records that changed it are committed (Kafka Streams flushes
+    its record cache at the same point)."""
+    commit_offsets = consumer._commit_offsets
+
+    async def commit(offsets, start_new_transaction: bool = True):
+        for hook in hooks:
+            await hook()
+        return await commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+    consumer._commit_offsets = commit
 
 
 def flush_completely(buffer) -> None:
@@ -196,6 +263,114 @@ def flush_completely(buffer) -> None:
     buffer.flush = flush
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NO_PREFIX_DIR = "_no-prefix"
+
+
+def _dir_name(name: str) -> str:
+    """``name`` as one directory name: itself when it is a plain name (letters, digits,
+    ``.``, ``_``, ``-``, starting with a letter or digit, at most 100 characters); else
+    ``_<name with other characters as _>-<hash>``. Escaped names start with ``_`` and
+    plain ones cannot, so two different names never share a directory (no ``..``,
+    ``/`` or braces either: Faust formats ``datadir`` with ``str.format``)."""
+    if _SAFE_NAME.fullmatch(name):
+        return name
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:60]
+    return f"_{readable}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+def state_dir(s: Settings, app_id: str | None = None) -> Path:
+    """The worker's local state directory: ``data_dir/<app id>/<topic prefix>``
+    (``data_dir/<app id>/_no-prefix`` without a prefix).
+
+    Faust keeps its tables in ``<datadir>/v1/tables/<table>-<partition>.db``, named
+    after the table only: faust-streaming 0.15.3 puts the app id in the path only
+    through its default ``datadir`` (``{conf.name}-data``, ``str.format``-ed with
+    ``conf``), not in a ``datadir`` given to it, as ours is. A data directory
+    reused by another app id would hand it the tables, and the persisted changelog
+    offsets, of the first one. So the app id and the topic prefix are part of the
+    directory given to Faust as ``datadir``, and the worker keeps its clean-shutdown
+    mark there too (a clean stop of one app says nothing about another's tables).
+    """
+    return (Path(s.data_dir) / _dir_name(app_id or s.app_id)
+            / (_dir_name(s.topic_prefix) if s.topic_prefix else NO_PREFIX_DIR))
+
+
+def drop_table_partition(table, partition: int) -> bool:
+    """Delete the local RocksDB files of one partition of ``table`` (reopened empty).
+
+    Returns False (nothing done) for a store that is not Faust's RocksDB store."""
+    store = table.data
+    dbs = getattr(store, "_dbs", None)
+    partition_path = getattr(store, "partition_path", None)
+    if dbs is None or partition_path is None:
+        return False
+    db = dbs.pop(partition, None)
+    if db is not None:
+        db.close()  # releases the RocksDB lock (rocksdict)
+    key_index = getattr(store, "_key_index", None)
+    if key_index is not None:
+        key_index.clear()  # key -> partition cache: may point at the dropped partition
+    shutil.rmtree(partition_path(partition), ignore_errors=True)
+    store._db_for_partition(partition)  # assigned partitions stay open, as Faust has them
+    return True
+
+
+class ShopwatchRecovery(Recovery):
+    """Faust's table recovery, dropping a partition whose local state is ahead of its changelog.
+
+    faust-streaming 0.15.3 (``faust/tables/recovery.py``, ``Recovery._restart_recovery``)
+    reads every assigned changelog partition from the offset persisted in the local
+    RocksDB store (``Store.persisted_offset``) and, when that offset is above the
+    changelog's last offset (its "highwater"), raises ``ConsistencyError`` ("The
+    persisted offset for changelog topic partition ... is higher than the last offset
+    in that topic (highwater)"): the Recovery service crashes and the worker with it.
+    It happens whenever the changelog lost records the local files have: the topics
+    were deleted and recreated, or the worker points at another cluster. (When the
+    highwater or the offset is 0 it does not even raise, and silently keeps the stale
+    local state.)
+
+    The local files then hold state the changelog does not, so the only consistent
+    state is the changelog's: before Faust builds its start offsets
+    (``_build_offsets``, called for the active and for the standby partitions, before
+    either consistency check), we compare each partition's offset with the
+    changelog's end offset and, if it is ahead, delete that partition's local store
+    and forget the offset, so that Faust restores the partition from the start of
+    its changelog. A warning is logged for every partition dropped.
+    """
+
+    async def _build_offsets(self, consumer, tps, destination, title: str) -> None:
+        # destination: the offset each partition resumes after (its persisted offset), or None
+        known = {tp: destination[tp] for tp in tps if destination.get(tp) is not None}
+        if known:
+            ends = await consumer.highwaters(*known)  # end offsets: the next offset to be written
+            for tp, offset in known.items():
+                end = ends.get(tp)
+                if end is None or offset < end:
+                    continue
+                table = self.tp_to_table.get(tp)
+                if table is None or not drop_table_partition(table, tp.partition):
+                    continue  # not ours to fix: Faust's own check decides
+                log.warning(
+                    "table %s: local state of changelog %s[%d] is ahead of the changelog "
+                    "(persisted offset %d, changelog end offset %d: topic deleted and recreated, "
+                    "or another cluster?): dropped it, restoring from the changelog",
+                    table.name, tp.topic, tp.partition, offset, end,
+                )
+                destination[tp] = None
+        await super()._build_offsets(consumer, tps, destination, title)
+
+
+class ShopwatchTableManager(TableManager):
+    """Faust's TableManager with :class:`ShopwatchRecovery` as its recovery service."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = ShopwatchRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
+
+
 def broker_urls(bootstrap: str) -> list[str]:
     """'h1:9092,h2:9092' -> ['kafka://h1:9092', 'kafka://h2:9092']."""
     return ["kafka://" + h.strip() for h in bootstrap.split(",") if h.strip()]
@@ -208,7 +383,10 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
         app_id or s.app_id,
         broker=broker_urls(s.bootstrap),
         store=s.store,
-        datadir=s.data_dir,
+        # data_dir/<app id>/<topic prefix>: apps sharing a data directory keep apart
+        datadir=str(state_dir(s, app_id)),
+        # its recovery drops local table state ahead of the changelog instead of crashing
+        TableManager=ShopwatchTableManager,
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
@@ -217,12 +395,17 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
         # A new consumer group starts from the beginning of the input topics:
         # events produced before the first worker joined are not skipped.
         consumer_auto_offset_reset="earliest",
+        # Kafka Streams' defaults in spirit: batch on the producer (records produced
+        # within 10 ms share a request) and compress the batches.
+        producer_linger_ms=10,
+        producer_compression_type="lz4" if has_lz4() else "gzip",
         web_enabled=True,
         web_port=s.web_port,
         web_bind=s.web_bind,
         web_host=s.web_bind if s.web_bind not in ("0.0.0.0", "::") else "localhost",
     )
     app.sw_settings = s
+    app.sw_before_commit = []
     names = {d: s.topic(d) for d in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
     app.sw_required = {names[d]: dict(TOPIC_CONFIGS.get(d, {})) for d in names}
     app.sw_copartitioned = [[names[d] for d in ORDER_KEYED_TOPICS]]

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from shopwatch.agents.sinks import SINKS_ENV
+from shopwatch.agents.web import OPEN_PATHS, PLACEHOLDER_PREFIX, TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -74,8 +75,9 @@ def readme_env_vars() -> set[str]:
 
 
 def allowed_env() -> set[str]:
-    # SHOPWATCH_SINKS is documented in shopwatch.agents.sinks (and belongs in the README table).
-    return readme_env_vars() | {SINKS_ENV}
+    # SHOPWATCH_SINKS is documented in shopwatch.agents.sinks, SHOPWATCH_WEB_TOKEN in
+    # shopwatch.agents.web (both belong in the README table).
+    return readme_env_vars() | {SINKS_ENV, TOKEN_ENV}
 
 
 def test_readme_tables_parse():
@@ -203,6 +205,24 @@ def test_compose_workers_are_consistent():
         assert w.get("hostname") == name, "each worker needs a stable, resolvable host name"
     assert len(data_volumes) == 2, "each worker needs its own RocksDB volume"
     assert len({env_of(w)["SHOPWATCH_APP_ID"] for w in workers.values()}) == 1, "one consumer group"
+
+
+def test_compose_workers_have_a_web_token():
+    """Bound to 0.0.0.0 the workers refuse to start without a token: compose passes one, from the
+    caller's environment, with a placeholder default that says to change it; both workers share it
+    (each forwards requests for keys the other owns, token included)."""
+    c = compose()
+    tokens = {env_of(w).get(TOKEN_ENV) for w in worker_services(c).values()}
+    assert len(tokens) == 1, tokens
+    [token] = tokens
+    m = re.fullmatch(r"\$\{" + TOKEN_ENV + r":-([^}]+)\}", token or "")
+    assert m, f"{TOKEN_ENV} must come from the environment (${{{TOKEN_ENV}:-placeholder}}), not {token!r}"
+    assert m.group(1).startswith(PLACEHOLDER_PREFIX), "the default must be an obvious placeholder"
+    text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    assert re.search(r"#.*CHANGE IT", text), "a comment must say to change the placeholder"
+    for w in worker_services(c).values():  # published on the host's loopback only
+        for port in w.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), port
 
 
 def test_compose_references_resolve():
@@ -333,6 +353,14 @@ def test_dockerfile():
     assert env["SHOPWATCH_WEB_BIND"] == "0.0.0.0"
     assert last["EXPOSE"] == env["SHOPWATCH_WEB_PORT"] == "6066"
     assert any(k == "USER" and v != "root" for k, v in ins), "run as a non-root user"
+    # no token baked into the image: it comes at run time, from a secret
+    assert TOKEN_ENV not in env
+    assert not any(TOKEN_ENV in v for k, v in ins if k in ("ENV", "ARG", "RUN", "LABEL"))
+    # the health check reads an open page, without a token
+    check = last["HEALTHCHECK"]
+    paths = set(re.findall(r"/(healthz|readyz|metrics)\b", check))
+    assert paths and {"/" + p for p in paths} <= OPEN_PATHS, check
+    assert "Authorization" not in check
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -368,6 +396,7 @@ def test_k8s_configmap_matches_the_readme():
     for k, v in cm["data"].items():
         assert isinstance(v, str), f"ConfigMap values must be strings: {k}={v!r}"
     assert cm["data"]["SHOPWATCH_WEB_BIND"] == "0.0.0.0"
+    assert TOKEN_ENV not in cm["data"], "the token belongs in a Secret"
     assert cm["data"]["SHOPWATCH_STORE"].startswith("rocksdb")
     for secret in by_kind(docs, "Secret"):
         keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
@@ -430,6 +459,44 @@ def test_k8s_statefulset():
     assert mem_bytes(res["requests"]["memory"]) <= mem_bytes(res["limits"]["memory"]) <= 4 * 2**30
     sc = pod["spec"].get("securityContext", {})
     assert sc.get("runAsNonRoot") and sc.get("fsGroup"), "the volume must be writable by the image's user"
+
+
+def test_k8s_web_token_from_a_secret():
+    """The workers bind 0.0.0.0, so they get SHOPWATCH_WEB_TOKEN from a Secret of this file (a
+    required one: without it the pod would not start); probes and Prometheus need no token."""
+    docs = k8s_docs()
+    [sts] = by_kind(docs, "StatefulSet")
+    [c] = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    ref = env[TOKEN_ENV]["valueFrom"]["secretKeyRef"]
+    assert not ref.get("optional"), "the token is required"
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    secret = secrets[ref["name"]]
+    values = {**secret.get("stringData", {}), **secret.get("data", {})}
+    assert ref["key"] in values
+    assert str(values[ref["key"]]).startswith(PLACEHOLDER_PREFIX), "an obvious placeholder, to be replaced"
+    text = (DEPLOY / "k8s" / "shopwatch.yaml").read_text(encoding="utf-8")
+    assert re.search(r"#.*CHANGE IT", text) and "kubectl create secret generic " + ref["name"] in text
+    # the token is only in that Secret, not in the ConfigMap or the sinks Secret
+    [cm] = by_kind(docs, "ConfigMap")
+    assert TOKEN_ENV not in cm["data"]
+    for name, s in secrets.items():
+        if name != ref["name"]:
+            assert TOKEN_ENV not in {**s.get("stringData", {}), **s.get("data", {})}, name
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if probe in c:
+            get = c[probe]["httpGet"]
+            assert get["path"] in OPEN_PATHS, probe
+            assert not get.get("httpHeaders"), f"{probe}: probes need no token"
+    annotations = sts["spec"]["template"]["metadata"].get("annotations", {})
+    assert annotations.get("prometheus.io/path", "/metrics") in OPEN_PATHS
+
+
+def test_prometheus_needs_no_token():
+    prom = load(DEPLOY / "prometheus.yml")
+    job = {j["job_name"]: j for j in prom["scrape_configs"]}["shopwatch"]
+    assert job.get("metrics_path", "/metrics") in OPEN_PATHS
+    assert not {"authorization", "bearer_token", "bearer_token_file"} & set(job)
 
 
 # --------------------------------------------------------------------------- promtool
