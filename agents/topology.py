@@ -28,12 +28,14 @@ the end) and ``wall`` (live: a leader timer sends the wall clock as ticks).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, timedelta
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.types import TP
 from prometheus_client import Counter
 
@@ -63,6 +65,9 @@ LATE_RECORDS = Counter("shopwatch_late_records_total",
 IDLE_MARGIN_S = 1.0
 
 CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Entity updates sent to the shop aggregates")
+DOCS_WRITTEN = Counter("shopwatch_state_documents_written_total",
+                       "State documents written back to the tables (once per key and commit)")
+HELD_MAX = 500  # entity updates held per stream before a batch goes out anyway (and per message)
 
 ROCKSDB_OPTIONS = {
     "driver": "rocksdict",
@@ -99,12 +104,38 @@ class Docs:
             items = list(self.table.items())
         return [(k.decode(), d) for k, d in items if d.get("p") == p]
 
-    def write(self, writes) -> None:
+    def write(self, p: int, writes) -> None:
+        """Write documents of partition ``p`` to the local store and the changelog.
+
+        Not through the table's mapping API: Faust takes the partition of a table
+        write from the event being processed, and the write-back runs in the
+        commit, outside any event (faust-streaming 0.15.3: RocksDB ``Store._set``
+        and ``Table.partition_for_key`` read ``current_event()``). The changelog
+        record is the one ``Table.on_key_set``/``on_key_del`` would send, with its
+        persisted-offset callback."""
+        table = self.table
+        store = table.data
+        rocks = hasattr(store, "_db_for_partition")
+        db = store._db_for_partition(p) if rocks else None
         for key, doc in writes:
+            k = key.encode()
             if doc is None:
-                self.table.pop(key.encode(), None)
+                if rocks:
+                    ek = store._encode_key(k)
+                    db.delete(ek)
+                    store._key_index.pop(ek, None)
+                else:
+                    store.data.pop(k, None)
+                table.send_changelog(p, k, None, value_serializer="raw")
             else:
-                self.table[key.encode()] = doc
+                if rocks:
+                    ek = store._encode_key(k)
+                    db.put(ek, store._encode_value(doc))
+                    store._key_index[ek] = p
+                else:
+                    store.data[k] = doc
+                    store._key_partition[k] = p
+                table.send_changelog(p, k, doc)
 
 
 class Topology:
@@ -154,6 +185,12 @@ class Topology:
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
         self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked, first offset)
         self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
+        self.held: dict[str, list] = {}  # stream -> entity updates not sent yet (batched per shop partition)
+        # cleared while the write-back runs: no record is processed between sending
+        # the held outputs and draining the documents (KeyedPartition.drain)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        app.sw_before_commit.append(self.write_back)
         self._install()
 
     # ------------------------------------------------------------ partitions
@@ -176,7 +213,7 @@ class Topology:
         if kp is None:
             kp = parts[p] = KeyedPartition(logic, p, sources, self.domain, key_of=lambda ev: ev[key], kind=kind,
                                            committed=lambda src: self._committed(src, p), docs=docs)
-            await self._emit(p, kp.recover(docs.of_partition(p)), docs, f"{kind}:{p}")
+            self._emit(p, kp.recover(docs.of_partition(p)), docs, f"{kind}:{p}")
         return kp
 
     async def _shop_part(self, p: int) -> ShopPartition:
@@ -186,8 +223,12 @@ class Topology:
             part = self.shop_parts[p] = ShopPartition(self.shop_logic, self.domain, self.streams, partition=p,
                                                       committed=lambda: self._committed(contribs, p),
                                                       docs=self.shops_docs)
-            await self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
+            self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
         return part
+
+    def partition_of(self, key: str) -> int:
+        """The partition a key's records (and documents) are on: the producer's default partitioner."""
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.s.partitions
 
     def _idle(self, p: int, sources, since: float) -> frozenset:
         """Sources of partition ``p`` with nothing more to read for records produced
@@ -216,22 +257,68 @@ class Topology:
         return frozenset(out)
 
     # --------------------------------------------------------------- outputs
-    async def _emit(self, p: int, out, docs: Docs, stream: str | None) -> None:
-        """Send a step's outputs and write its documents (in the order given)."""
+    def _emit(self, p: int, out, docs: Docs, stream: str | None) -> None:
+        """Send a step's alerts and snapshots, hold its entity updates, write the
+        documents recovery gave (a step's own documents wait for the write-back).
+        Synchronous: a record is processed with no await, so the write-back never
+        sees one half done."""
         for a in out.alerts:
-            await self.alerts.send(key=a["shop_id"].encode(), value=orjson.dumps(a))
-        for u in out.updates:
-            CONTRIBS_SENT.inc()
-            await self.contribs.send(key=u["shop"].encode(), value=orjson.dumps({**u, "stream": stream}))
+            self.alerts.send_soon(key=a["shop_id"].encode(), value=orjson.dumps(a))
+        if out.updates:
+            CONTRIBS_SENT.inc(len(out.updates))
+            held = self.held.setdefault(stream, [])
+            held.extend(out.updates)
+            if len(held) >= HELD_MAX:
+                self._send_held(stream)
         for snap in out.snapshots:
-            await self.scores.send(key=f"{snap['platform']}:{snap['shop_id']}".encode(), value=orjson.dumps(snap))
-        docs.write(out.writes)
+            self.scores.send_soon(key=f"{snap['platform']}:{snap['shop_id']}".encode(), value=orjson.dumps(snap))
+        if out.writes:
+            docs.write(p, out.writes)
 
-    async def _forward_watermark(self, stream: str, now_us: int, flush: bool) -> None:
+    def _send_held(self, stream: str) -> None:
+        """A stream's held updates, one message per shop partition (the partition its
+        shop key hashes to, as a keyed send would pick)."""
+        held = self.held.pop(stream, None)
+        if not held:
+            return
+        by_q: dict[int, list] = {}
+        for u in held:
+            by_q.setdefault(self.partition_of(u["shop"]), []).append(u)
+        for q, us in by_q.items():
+            for i in range(0, len(us), HELD_MAX):
+                self.contribs.send_soon(key=b"__batch__", partition=q,
+                                        value=orjson.dumps({"stream": stream, "updates": us[i:i + HELD_MAX]}))
+
+    def _forward_watermark(self, stream: str, now_us: int, flush: bool) -> None:
         """After its own updates, a stream tells every shop partition its clock."""
+        self._send_held(stream)
         msg = orjson.dumps({"wm": now_us, "stream": stream, "flush": flush})
         for q in range(self.s.partitions):
-            await self.contribs.send(key=b"__tick__", value=msg, partition=q)
+            self.contribs.send_soon(key=b"__tick__", value=msg, partition=q)
+
+    async def write_back(self) -> None:
+        """Before each offset commit (app.sw_before_commit), the protocol of
+        KeyedPartition.drain: with processing paused, every held output is sent and
+        flushed, then every document changed since the last write-back is written;
+        the commit then flushes those writes before it commits the offsets."""
+        self.gate.clear()
+        try:
+            for stream in list(self.held):
+                self._send_held(stream)
+            await self.app.producer.flush()
+            assigned = {tp.partition for tp in self.app.consumer.assignment()}
+            for parts, docs in ((self.order_parts, self.orders_docs), (self.chat_parts, self.sessions_docs),
+                                (self.shop_parts, self.shops_docs)):
+                for p, part in parts.items():
+                    if p in assigned:
+                        writes = part.drain()
+                        if writes:
+                            docs.write(p, writes)
+                            DOCS_WRITTEN.inc(len(writes))
+                        if hasattr(part, "trim"):
+                            part.trim()
+        finally:
+            self.gate.set()
 
     # ---------------------------------------------------------------- agents
     def _install(self) -> None:
@@ -241,6 +328,8 @@ class Topology:
         @app.agent(self.order_in, name="shopwatch-orders", concurrency=1)
         async def order_agent(stream):
             async for event in stream.events():
+                if not self.gate.is_set():
+                    await self.gate.wait()
                 m = event.message
                 p = m.partition
                 kp = await self._order_part(p)
@@ -249,15 +338,15 @@ class Topology:
                     idle = (self._idle(p, self.order_sources, self.last_produced.get(p, 0.0))
                             if self.domain == EVENT else frozenset())
                     out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False), idle=idle)
-                    await self._emit(p, out, self.orders_docs, f"orders:{p}")
+                    self._emit(p, out, self.orders_docs, f"orders:{p}")
                     wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
                     if wm is not None:
-                        await self._forward_watermark(f"orders:{p}", wm, tick.get("flush", False))
+                        self._forward_watermark(f"orders:{p}", wm, tick.get("flush", False))
                     continue
                 self.last_offset[(m.topic, p)] = m.offset
                 if m.timestamp and m.timestamp > self.last_produced.get(p, 0.0):
                     self.last_produced[p] = m.timestamp
-                ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
+                ev = self.ingest(m.topic, p, m.offset, m.key, m.value, m.timestamp)
                 if ev is None:
                     continue
                 # only the event clock merges sources; the wall clock applies records as they come
@@ -270,44 +359,53 @@ class Topology:
                     log.warning("late record %s:%d@%d (ts %s, partition clock %s; idle %s)", m.topic, p, m.offset,
                                 fmt_ts(ev["ts_us"]), fmt_ts(kp.watermark), sorted(idle))
                 out = kp.on_record(m.topic, m.offset, ev, idle=idle)
-                await self._emit(p, out, self.orders_docs, f"orders:{p}")
+                self._emit(p, out, self.orders_docs, f"orders:{p}")
 
         @app.agent(self.chat_in, name="shopwatch-chats", concurrency=1)
         async def chat_agent(stream):
             async for event in stream.events():
+                if not self.gate.is_set():
+                    await self.gate.wait()
                 m = event.message
                 p = m.partition
                 kp = await self._chat_part(p)
-                ev = self.ingest(m.topic, p, m.offset, m.key, m.value)
+                ev = self.ingest(m.topic, p, m.offset, m.key, m.value, m.timestamp)
                 if ev is None:
                     continue
                 out = kp.on_record(m.topic, m.offset, ev)
-                await self._emit(p, out, self.sessions_docs, f"chats:{p}")
+                self._emit(p, out, self.sessions_docs, f"chats:{p}")
 
         @app.agent(self.ticks, name="shopwatch-chat-ticks", concurrency=1)
         async def chat_tick_agent(stream):
             # Chats have no timers; their partition only passes the clock on to the shops.
             async for event in stream.events():
+                if not self.gate.is_set():
+                    await self.gate.wait()
                 tick = orjson.loads(event.message.value)
                 p = event.message.partition
                 wm = tick.get("now_us")
                 if wm is None and p in self.chat_parts:
                     wm = self.chat_parts[p].watermark
                 if wm is not None:
-                    await self._forward_watermark(f"chats:{p}", wm, tick.get("flush", False))
+                    self._forward_watermark(f"chats:{p}", wm, tick.get("flush", False))
 
         @app.agent(self.contribs, name="shopwatch-shops", concurrency=1)
         async def shop_agent(stream):
             async for event in stream.events():
+                if not self.gate.is_set():
+                    await self.gate.wait()
                 m = event.message
                 p = m.partition
                 part = await self._shop_part(p)
                 d = orjson.loads(m.value)
                 if "wm" in d:
-                    out = part.on_watermark(m.offset, d["stream"], d["wm"], d.get("flush", False))
-                else:
-                    out = part.on_update(d, m.offset)
-                await self._emit(p, out, self.shops_docs, None)
+                    self._emit(p, part.on_watermark(m.offset, d["stream"], d["wm"], d.get("flush", False)),
+                               self.shops_docs, None)
+                    continue
+                stream_name = d["stream"]
+                for i, u in enumerate(d["updates"]):
+                    u["stream"] = stream_name
+                    self._emit(p, part.on_update(u, m.offset, index=i), self.shops_docs, None)
 
         @app.agent(self.alerts, name="shopwatch-alerts", concurrency=1)
         async def alert_agent(stream):
@@ -364,6 +462,8 @@ class Topology:
                     self.verified[TP(tp.topic, tp.partition)] = (end, asked, starts.get(tp) or 0)
 
         async def _reset(*_args, **_kw):
+            # what was not written back is not committed either: the new owner reads it again
+            self.held.clear()
             self.verified.clear()
             self.last_produced.clear()
             self.last_offset.clear()
@@ -393,10 +493,13 @@ class Topology:
             routed = await owner(topo.shops_table, key.encode(), web, request)
             if routed is not None:
                 return routed
-            doc = topo.shops_docs.get(key)
-            if doc is None or doc.get("s") is None:
-                return web.json({"error": "unknown shop", "shop": key}, status=404)
-            st = ShopState.restore(doc["s"])
+            part = topo.shop_parts.get(topo.partition_of(key))
+            st = part.states.get(key) if part is not None else None  # in memory: newer than the table
+            if st is None:
+                doc = topo.shops_docs.get(key)
+                if doc is None or doc.get("s") is None:
+                    return web.json({"error": "unknown shop", "shop": key}, status=404)
+                st = ShopState.restore(doc["s"])
             return web.json(topo.shop_logic.snapshot(st, st.now_us or 0))
 
         @app.page("/orders/{order_id}")
@@ -404,10 +507,16 @@ class Topology:
             routed = await owner(topo.orders_table, order_id.encode(), web, request)
             if routed is not None:
                 return routed
-            doc = topo.orders_docs.get(order_id)
-            if doc is None or doc.get("s") is None:
+            kp = topo.order_parts.get(topo.partition_of(order_id))
+            if kp is not None:  # in memory: newer than the table
+                st = kp.states.get(order_id)
+                queued = len(kp.pending.get(order_id) or ())
+            else:
+                doc = topo.orders_docs.get(order_id)
+                st = OrderState.restore(doc["s"]) if doc is not None and doc.get("s") is not None else None
+                queued = len(doc.get("q") or ()) if doc is not None else 0
+            if st is None:
                 return web.json({"error": "unknown order", "order_id": order_id}, status=404)
-            st = OrderState.restore(doc["s"])
             return web.json({
                 "order_id": order_id, "platform": st.platform, "shop_id": st.shop_id,
                 "paid_at": fmt_ts(st.paid_us) if st.paid_us else None,
@@ -418,7 +527,7 @@ class Topology:
                 "deadlines": {n: fmt_ts(d) for n, d in topo.order_logic.timers(st).items()},
                 "open_alerts": sorted(st.open.values()),
                 "refunds": sorted(st.refunds),
-                "queued_events": len(doc.get("q") or ()),
+                "queued_events": queued,
             })
 
         @app.page("/alerts")

@@ -109,12 +109,15 @@ class Merger:
 
 class DocStates:
     """Dict-like states over a mapping of documents (the shell's table), restored
-    lazily; states read or created during a step are cached until the next step."""
+    lazily and kept in memory (the partition has one owner, so its table only holds
+    what this object wrote); ``trim`` forgets them when there are more than
+    ``limit``, once their documents have been drained."""
 
-    def __init__(self, docs, state_cls) -> None:
+    def __init__(self, docs, state_cls, limit: int = 20_000) -> None:
         self.docs = docs
         self.cls = state_cls
         self.cache: dict = {}
+        self.limit = limit
 
     def get(self, key, default=None):
         st = self.cache.get(key)
@@ -132,12 +135,18 @@ class DocStates:
     def __contains__(self, key) -> bool:
         return self.get(key) is not None
 
-    def clear_cache(self) -> None:
-        self.cache.clear()
+    def trim(self) -> None:
+        if len(self.cache) > self.limit:
+            self.cache.clear()
 
 
 def _never_committed(_source: str):
     return None
+
+
+def _pend_key(o) -> str:
+    """Document key of a queued update: the offset and index of its contributions message."""
+    return f"{PEND}{o[0]}.{o[1]}"
 
 
 class KeyedPartition:
@@ -164,12 +173,22 @@ class KeyedPartition:
         self.watermark: int | None = None
         self._cause = (None, -1)
         self._touched: dict = {}
+        self.dirty: dict = {}  # keys changed since the last drain(), in order
 
     # ---------------------------------------------------------------- recovery
     def recover(self, docs) -> Outputs:
         """Rebuild from this partition's restored documents ((key, doc) pairs): states,
         queued records, the timer heap and the outbox. Returns the outputs of steps
-        whose cause was not committed, to send again."""
+        whose cause was not committed, to send again.
+
+        Documents are written once per commit (drain), and a crash during the
+        write-back leaves some keys as of this drain and others as of the previous
+        one. Only queued records read before the committed offset are queued
+        again: later ones are read again, in their order (a record queued at drain
+        N whose key was written while an earlier record's key was not would
+        otherwise run ahead of it in the merge). The outputs to send again were
+        all delivered before the drain (see drain()), so sending them again is
+        only a copy."""
         out = Outputs()
         recs = []
         restore = self.logic.new_state.restore
@@ -180,8 +199,9 @@ class KeyedPartition:
                 if not isinstance(self.states, DocStates):
                     self.states[key] = st
                 self.timers.want("k", key, self.logic.timers(st))
-            if doc.get("q"):
-                plist = self.pending[key] = [list(r) for r in doc["q"]]
+            plist = [list(r) for r in doc.get("q") or () if self._is_committed(r)]
+            if plist:
+                self.pending[key] = plist
                 recs.extend(plist)
             box = [e for e in doc.get("o") or () if not self._is_committed(e)]
             if box:
@@ -238,22 +258,42 @@ class KeyedPartition:
     def _begin(self, source: str, offset: int) -> Outputs:
         self._cause = (source, offset)
         self._touched = {}
-        if isinstance(self.states, DocStates):
-            self.states.clear_cache()
         return Outputs()
 
     def _finish(self, out: Outputs) -> Outputs:
+        self.dirty.update(self._touched)
+        return out
+
+    def drain(self) -> list:
+        """The documents of the keys changed since the last drain, to write now: Kafka
+        Streams' record cache. A key's document is its state, queued records and
+        outbox as of now, so a crash that delivers only some of these writes leaves
+        each key as of the previous drain or as of this one.
+
+        The write-back protocol (the shell's, once per commit): with no record in
+        process, (1) send every output held so far and wait until the broker has
+        them all, (2) drain and write the documents, (3) flush them, (4) commit
+        the offsets. So a document on the changelog never holds an output the
+        broker may not have: the outputs it would send again after a crash are
+        copies, and the shops never see a stream's updates out of order."""
         p = self.partition
-        for key in self._touched:
+        writes = []
+        for key in self.dirty:
             st = self.states.get(key)
             q = self.pending.get(key)
             box = self.outbox.get(key)
             if st is None and not q and not box:
-                out.writes.append((key, None))
+                writes.append((key, None))
             else:
-                out.writes.append((key, {"p": p, "s": st.snapshot() if st is not None else None,
-                                         "q": q or [], "o": box or []}))
-        return out
+                writes.append((key, {"p": p, "s": st.snapshot() if st is not None else None,
+                                     "q": q or [], "o": box or []}))
+        self.dirty = {}
+        return writes
+
+    def trim(self) -> None:
+        """After the drained documents are written: bound the states kept in memory."""
+        if isinstance(self.states, DocStates):
+            self.states.trim()
 
     def _merge(self, out: Outputs, idle: frozenset, flush: bool) -> None:
         for _src, (_off, ev) in self.merger.pop_ready(idle, flush):
@@ -358,9 +398,12 @@ class ShopPartition:
         self.fx = Effects()
         self.watermark: int | None = None
         self.merger = Merger(streams)
-        self._records: dict = {}  # entity records written in this step
-        self._pend_writes: list = []  # queued updates written in this step
-        self._pend_deletes: list = []  # and released
+        # changed since the last drain(): entity records, queued updates written and
+        # released (keyed by their document key), shop documents
+        self._w_recs: dict = {}
+        self._w_pend: dict = {}
+        self._w_del: dict = {}
+        self._w_shops: dict = {}
         self._repaired: dict = {}  # entity records put back by recover(), until the shell wrote them
         self._touched: dict = {}
         self._offset = -1
@@ -398,15 +441,20 @@ class ShopPartition:
                 fixed = self._repaired[key[len(REC):]] = {**doc, "r": [pv, pitems, pg, pv, pitems, pg]}
                 out.writes.append((key, fixed))
         for u in sorted(recs, key=lambda u: u["o"]):
-            if u["v"] > self._record(u["e"])[0]:
+            if c is None or u["o"][0] >= c:
+                # read again from the committed offset, in its stream's order (its document
+                # can be from a write-back that reached the changelog only in part)
+                out.writes.append((_pend_key(u["o"]), None))
+            elif u["v"] > self._record(u["e"])[0]:
                 self._queue(u)
             else:  # applied just before the crash, its deletion was lost
-                out.writes.append((PEND + str(u["o"]), None))
+                out.writes.append((_pend_key(u["o"]), None))
         return out
 
     # ------------------------------------------------------------------ input
-    def on_update(self, u: dict, offset: int, idle: frozenset = frozenset()) -> Outputs:
-        """Take one entity update (with the ``stream`` it came from)."""
+    def on_update(self, u: dict, offset: int, idle: frozenset = frozenset(), index: int = 0) -> Outputs:
+        """Take one entity update (with the ``stream`` it came from), the ``index``-th of
+        the message at ``offset``."""
         out = self._begin(offset)
         if self.domain != EVENT:
             self._apply(u, out)
@@ -414,9 +462,9 @@ class ShopPartition:
             return self._finish(out)
         if u["v"] <= self._record(u["e"])[0] or (u["e"], u["v"]) in self.queued:
             return out
-        u = {**u, "o": offset}
+        u = {**u, "o": [offset, index]}
         self._queue(u)
-        self._pend_writes.append((PEND + str(offset), {"p": self.partition, "u": u}))
+        self._w_pend[_pend_key(u["o"])] = {"p": self.partition, "u": u}
         self._release(out, idle, False)
         self._dirty |= out.changed
         return self._finish(out)
@@ -474,9 +522,6 @@ class ShopPartition:
     # ------------------------------------------------------------------ steps
     def _begin(self, offset: int) -> Outputs:
         self._offset = offset
-        self._records = {}
-        self._pend_writes = []
-        self._pend_deletes = []
         self._repaired = {}
         self._touched = {}
         return Outputs()
@@ -486,27 +531,38 @@ class ShopPartition:
         self.merger.push(u["stream"], u["at"], u)
 
     def _finish(self, out: Outputs) -> Outputs:
-        # In this order, so that any prefix of the writes is safe: a queued update
-        # first; then entity records, so a crash before the shop document leaves
-        # records stamped ahead of the shop, which _record reads as their previous
-        # version; released updates last, so a crash before their deletion leaves
-        # updates that _record shows as applied.
-        out.writes.extend(self._pend_writes)
-        for e, doc in self._records.items():
-            out.writes.append((REC + e, doc))
-        p = self.partition
-        for key in self._touched:
-            st = self.states.get(key)
-            if st is None:
-                continue
-            out.writes.append((key, {"p": p, "s": st.snapshot(), "g": self.gen.get(key, 0),
-                                     "o": self.outbox.get(key) or []}))
-        out.writes.extend((PEND + str(o), None) for o in self._pend_deletes)
+        self._w_shops.update(self._touched)
         return out
+
+    def drain(self) -> list:
+        """The documents changed since the last drain, to write now (once per commit,
+        before the producer flush that precedes the offset commit).
+
+        In this order, so that any prefix of the writes is safe: queued updates
+        first; then entity records, so a crash before their shop's document leaves
+        records stamped ahead of the shop, which recover() puts back to their
+        previous version -- the one written by the previous drain, which is what
+        the shop document then on the changelog counted; released updates last,
+        so a crash before their deletion leaves updates that _record shows as
+        applied. An update queued and released between two drains is never written."""
+        writes = [(k, d) for k, d in self._w_pend.items() if k not in self._w_del]
+        for e, doc in self._w_recs.items():
+            base = self.docs.get(REC + e)
+            prev = base["r"][:3] if base is not None else [0, [], 0]
+            writes.append((REC + e, {**doc, "r": [*doc["r"], *prev]}))
+        p = self.partition
+        for key in self._w_shops:
+            st = self.states.get(key)
+            if st is not None:
+                writes.append((key, {"p": p, "s": st.snapshot(), "g": self.gen.get(key, 0),
+                                     "o": self.outbox.get(key) or []}))
+        writes.extend((k, None) for k in self._w_del if k not in self._w_pend)
+        self._w_recs, self._w_pend, self._w_del, self._w_shops = {}, {}, {}, {}
+        return writes
 
     def _record(self, e: str) -> tuple[int, dict]:
         """(version, items) of entity ``e`` as counted in its shop's state."""
-        doc = self._records.get(e) or self._repaired.get(e) or self.docs.get(REC + e)
+        doc = self._w_recs.get(e) or self._repaired.get(e) or self.docs.get(REC + e)
         if doc is None:
             return 0, {}
         v, items = doc["r"][:2]
@@ -515,7 +571,7 @@ class ShopPartition:
     def _release(self, out: Outputs, idle: frozenset, flush: bool) -> None:
         for _stream, u in self.merger.pop_ready(idle, flush):
             self.queued.discard((u["e"], u["v"]))
-            self._pend_deletes.append(u["o"])
+            self._w_del[_pend_key(u["o"])] = None
             self._apply(u, out)
 
     def _apply(self, u: dict, out: Outputs) -> None:
@@ -537,15 +593,8 @@ class ShopPartition:
         for c in contribs:
             self.logic.on_contrib(st, c, self.fx)
         g = self.gen[key] = self.gen.get(key, 0) + 1
-        # the previous version is the one counted before this step: a step can apply
-        # several versions of an entity, and its shop document comes after all of them
-        cur = self._records.get(u["e"])
-        if cur is not None:
-            prev = cur["r"][3:]
-        else:
-            base = self._repaired.get(u["e"]) or self.docs.get(REC + u["e"])
-            prev = [v, [[k, *t] for k, t in items.items()], base["r"][2] if base else 0]
-        self._records[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g, *prev]}
+        # the previous version (what the shop document on the changelog counted) is added by drain()
+        self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g]}
         self.timers.want("s", key, self.logic.timers(st))
         self._touched[key] = None
         out.changed.add(key)

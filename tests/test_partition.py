@@ -2,9 +2,11 @@
 
 A small model of the topology: order, chat and shop partitions, their tables
 with changelogs, a producer whose buffers reach the log in random pieces,
-commits that flush everything, and crashes that lose whatever was not
-delivered (the worker then rebuilds its tables from the changelogs and reads
-its inputs again from the committed offsets). Events are split the way Kafka
+commits that first write back every document changed since the last commit
+(the record cache: ``drain()``) and the entity updates held for the shops,
+then flush everything, and crashes that lose whatever was not delivered or
+written back (the worker then rebuilds its tables from the changelogs and
+reads its inputs again from the committed offsets). Events are split the way Kafka
 splits them (topic by type, partition by key) and consumed with one topic
 running far ahead of the others. Alerts and scores must equal replay's.
 """
@@ -113,6 +115,7 @@ class _Cluster:
         self.scores = _Log()
         self.changelogs = {n: _Log() for n in self._tables()}
         self.ticks = dict.fromkeys(range(P), 0)
+        self.held: dict[str, list] = {}  # stream -> entity updates not yet sent (batched per shop partition)
         self.crashes = 0
         self._start()
 
@@ -126,6 +129,7 @@ class _Cluster:
         for tp in list(self.pos):
             self.pos[tp] = self.committed.get(tp, 0)
         self.orders, self.chats, self.shops = [], [], []
+        self.held = {}
         for p in range(P):
             kp = KeyedPartition(OrderLogic(self.rules), p, ORDER_SOURCES, EVENT, key_of=lambda ev: ev["order_id"],
                                 kind="orders", docs=self.tables[("orders", p)],
@@ -142,24 +146,49 @@ class _Cluster:
             self._emit(("shops", p), sp.recover(list(self.tables[("shops", p)].items())))
             self.shops.append(sp)
 
-    def _emit(self, table, out, stream=None):
-        for k, doc in out.writes:
+    def _write(self, table, writes):
+        for k, doc in writes:
             if doc is None:
                 self.tables[table].pop(k, None)
             else:
                 self.tables[table][k] = _copy(doc)
             self.changelogs[table].send([k, doc])
+
+    def _emit(self, table, out, stream=None):
+        self._write(table, out.writes)
         for a in out.alerts:
             self.alerts.send(a)
-        for u in out.updates:
-            self.contribs[_part(u["shop"])].send({**u, "stream": stream or f"{table[0]}:{table[1]}"})
+        if out.updates:
+            self.held.setdefault(stream or f"{table[0]}:{table[1]}", []).extend(out.updates)
         for s in out.snapshots:
             self.scores.send(s)
 
+    def _send_held(self, stream):
+        by_q: dict[int, list] = {}
+        for u in self.held.pop(stream, ()):
+            by_q.setdefault(_part(u["shop"]), []).append(u)
+        for q, us in by_q.items():
+            self.contribs[q].send({"stream": stream, "updates": us})
+
     def _forward(self, stream, wm, flush=False):
+        self._send_held(stream)  # a stream's clock goes after its updates
         if wm is not None:
             for q in range(P):
                 self.contribs[q].send({"wm": wm, "stream": stream, "flush": flush})
+
+    def write_back(self):
+        """Before a commit (the protocol of KeyedPartition.drain): the held updates,
+        delivered with every other output, then every document changed since the
+        last write-back."""
+        for stream in list(self.held):
+            self._send_held(stream)
+        for lg in [*self.contribs, self.alerts, self.scores]:
+            lg.deliver()
+        for kind, parts in (("orders", self.orders), ("chats", self.chats), ("shops", self.shops)):
+            for p, part in enumerate(parts):
+                self._write((kind, p), part.drain())
+                if kind != "shops":
+                    part.trim()
 
     # ------------------------------------------------------------ actions
     def _idle(self, p):
@@ -200,8 +229,11 @@ class _Cluster:
             self.pos[("contribs", q)] = off + 1
             m = orjson.loads(log[off])
             sp = self.shops[q]
-            out = sp.on_watermark(off, m["stream"], m["wm"], m["flush"]) if "wm" in m else sp.on_update(m, off)
-            self._emit(("shops", q), out)
+            if "wm" in m:
+                self._emit(("shops", q), sp.on_watermark(off, m["stream"], m["wm"], m["flush"]))
+                continue
+            for i, u in enumerate(m["updates"]):
+                self._emit(("shops", q), sp.on_update({**u, "stream": m["stream"]}, off, index=i))
         return True
 
     def send_some(self):
@@ -210,15 +242,23 @@ class _Cluster:
         lg.deliver(self.rng.randint(0, len(lg.buffer)))
 
     def commit(self):
-        """Faust's commit: flush the producer, then commit every position."""
+        """Faust's commit with the record cache: write back, flush the producer, then
+        commit every position."""
+        self.write_back()
         for lg in [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]:
             lg.deliver()
         self.committed.update(self.pos)
         self.committed.update({("ticks", p): n for p, n in self.ticks.items()})
 
     def crash(self):
-        """SIGKILL: undelivered buffers are gone; the worker starts again."""
+        """SIGKILL: undelivered buffers are gone; the worker starts again. Half the
+        crashes come during a commit, after its write-back, with random parts of
+        each changelog's buffer delivered."""
         self.crashes += 1
+        if self.rng.random() < 0.5:
+            self.write_back()
+            for lg in [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]:
+                lg.deliver(self.rng.randint(0, len(lg.buffer)))
         for lg in [*self.contribs, self.alerts, self.scores, *self.changelogs.values()]:
             lg.buffer.clear()
         self.ticks = {p: self.committed.get(("ticks", p), 0) for p in range(P)}
@@ -299,8 +339,8 @@ def test_redelivered_updates_change_nothing():
     sp = c.shops[0]
     n = len(c.contribs[0].log)
     for m in c.contribs[0].items():
-        if "wm" not in m:
-            out = sp.on_update(m, n, idle=frozenset(sp.merger.sources))
+        for u in m.get("updates", ()):
+            out = sp.on_update({**u, "stream": m["stream"]}, n, idle=frozenset(sp.merger.sources))
             assert not out.changed and not out.alerts
     states = {k: orjson.dumps(st.snapshot()) for k, st in sp.states.items()}
     assert before and states == {k: orjson.dumps(st.snapshot()) for k, st in c.shops[0].states.items()}
