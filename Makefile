@@ -38,8 +38,12 @@ test: setup
 acceptance: setup
 	../shared/acceptance/check
 
+# Replay speed (bench/replay_bench.py), then the workers on the local broker next to
+# three baseline consumers (bench/worker_bench.py; WORKER_BENCH_ARGS="--events N ...").
 bench: setup
 	$(BIN)/python bench/replay_bench.py
+	$(KAFKA) up
+	$(BIN)/python bench/worker_bench.py $(WORKER_BENCH_ARGS)
 
 demo: $(BIN)/shopwatch
 	$(KAFKA) up
