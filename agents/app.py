@@ -31,6 +31,7 @@ import hashlib
 import logging
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -371,6 +372,17 @@ class ShopwatchTableManager(TableManager):
         return self._recovery
 
 
+def advertised_host(s: Settings) -> str:
+    """The host the other workers forward requests to: SHOPWATCH_WEB_HOST, else the bind
+    address, else (a wildcard bind, as in containers) this machine's name. It was
+    "localhost" for a wildcard bind: every worker then took every key for its own."""
+    if s.web_host:
+        return s.web_host
+    if s.web_bind in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return s.web_bind
+
+
 def broker_urls(bootstrap: str) -> list[str]:
     """'h1:9092,h2:9092' -> ['kafka://h1:9092', 'kafka://h2:9092']."""
     return ["kafka://" + h.strip() for h in bootstrap.split(",") if h.strip()]
@@ -402,7 +414,7 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
         web_enabled=True,
         web_port=s.web_port,
         web_bind=s.web_bind,
-        web_host=s.web_bind if s.web_bind not in ("0.0.0.0", "::") else "localhost",
+        web_host=advertised_host(s),
     )
     app.sw_settings = s
     app.sw_before_commit = []

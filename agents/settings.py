@@ -25,6 +25,9 @@ class Settings:
     store: str = field(default_factory=lambda: _env("SHOPWATCH_STORE", "rocksdb://"))
     # Address the worker's HTTP server (/metrics, /healthz) listens on.
     web_bind: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_BIND", "127.0.0.1"))
+    # Host name other workers reach this one at (Faust forwards a request for a key to the
+    # worker owning it): default the bind address, or this machine's name for a wildcard bind.
+    web_host: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_HOST", ""))
     # Bearer token for the project's HTTP views (/shops, /orders, /alerts); required when
     # web_bind is not a loopback address. /healthz, /readyz and /metrics stay open.
     web_token: str = field(default_factory=lambda: _env("SHOPWATCH_WEB_TOKEN", ""), repr=False)

@@ -7,9 +7,12 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 from test_broker_ingest import Worker
 from test_broker_topology import _produce, _records, _utc
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 CST = timezone(timedelta(hours=8))
 
