@@ -13,7 +13,7 @@ The Kafka shell runs the same logic objects split by key across partitions;
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappop, heappush
 
 from .clock import EVENT, EventClock
 from .config import DEFAULT_RULES, Rules
@@ -30,6 +30,7 @@ class TimerHeap:
 
     Entries are only hints: the logic's ``on_timer`` checks that the state still
     wants that timer at that time, so a stale entry is harmless. ``scheduled``
+    (group -> key -> {name: due} of the entries wanted and not yet popped)
     avoids pushing the same (key, name, due) twice.
     """
 
@@ -37,24 +38,39 @@ class TimerHeap:
 
     def __init__(self) -> None:
         self.heap: list[tuple] = []
-        self.scheduled: dict[tuple, int] = {}
+        self.scheduled: dict[str, dict] = {}
 
     def want(self, group: str, key, wanted: dict[str, int]) -> None:
-        sched = self.scheduled
+        if not wanted:
+            return
+        sg = self.scheduled.get(group)
+        if sg is None:
+            sg = self.scheduled[group] = {}
+        per = sg.get(key)
+        if per is None:
+            per = sg[key] = {}
         for name, due in wanted.items():
-            k = (group, key, name)
-            if sched.get(k) != due:
-                sched[k] = due
-                heapq.heappush(self.heap, (due, f"{name}:{key}", group, key, name))
+            if per.get(name) != due:
+                per[name] = due
+                heappush(self.heap, (due, f"{name}:{key}", group, key, name))
+
+    def take(self, group: str, key, name: str, due: int) -> bool:
+        """A popped entry: whether it was the scheduled one (then no longer scheduled)."""
+        sg = self.scheduled[group]
+        per = sg.get(key)
+        if per is None or per.get(name) != due:
+            return False
+        del per[name]
+        if not per:
+            del sg[key]
+        return True
 
     def pop_due(self, limit_us: int, inclusive: bool):
         """Yield (group, key, name, due) for entries due before (or at) ``limit_us``."""
         heap = self.heap
         while heap and (heap[0][0] < limit_us or (inclusive and heap[0][0] == limit_us)):
-            due, _tie, group, key, name = heapq.heappop(heap)
-            k = (group, key, name)
-            if self.scheduled.get(k) == due:
-                del self.scheduled[k]
+            due, _tie, group, key, name = heappop(heap)
+            self.take(group, key, name, due)
             yield group, key, name, due
 
     def next_due(self):
@@ -65,10 +81,25 @@ class TimerHeap:
 
 
 def group_of(ev: dict) -> str:
-    return SESSION if ev["type"].startswith("chat.") else ORDER
+    return SESSION if ev["type"][:5] == "chat." else ORDER
 
 
 class Engine:
+    """Hot path notes (the outputs are those of the plain loop: apply, want
+    ``timers(state)``, drain; these only skip work that would change nothing):
+
+    - Every change of a state is followed by ``want(timers(state))``, so for each
+      key the heap's ``scheduled`` holds every timer its state wants, at the
+      wanted time. Hence a popped entry that is not the scheduled one is stale:
+      ``on_timer`` would be a no-op and the timers unchanged, so it is skipped.
+      After an event, an order's timers it no longer wants (a ship warning once
+      shipped...) are unscheduled, so that their entries are skipped too.
+    - Session logic has no timers; a shop's timers depend only on
+      ``ShopLogic.timer_key`` (its half-day of local time, open caps, level), so
+      they are wanted again only when that key changed since they last were.
+    - The heap is only popped here (``advance``), never through ``pop_due``.
+    """
+
     def __init__(self, rules: Rules | None = None, until_us: int | None = None) -> None:
         """``until_us``: the instant scores will be asked for (replay's --until), if known."""
         rules = rules or DEFAULT_RULES
@@ -81,35 +112,78 @@ class Engine:
         self.alerts: list[dict] = []
         self.snapshots: list[dict] = []
         self.final_us: int | None = None  # the final clock, once finish() ran
+        self._shop_tkeys: dict = {}  # shop key -> ShopLogic.timer_key when its timers were last wanted
+        # the hot path's shortcuts to the same objects
+        self._orders, self._order_logic = self.states[ORDER], self.logic[ORDER]
+        self._sessions, self._session_logic = self.states[SESSION], self.logic[SESSION]
+        self._order_sched = self.timers.scheduled.setdefault(ORDER, {})
 
     # -------------------------------------------------------------- driving
     def process(self, ev: dict) -> None:
         """Apply one validated event (after firing the timers due strictly before it)."""
         ts = ev["ts_us"]
-        self.advance(ts, inclusive=False)
-        self.clock.observe(ts)
-        group = group_of(ev)
-        key = ev["session_id"] if group == SESSION else ev["order_id"]
-        states = self.states[group]
-        st = states.get(key)
-        logic = self.logic[group]
-        if st is None:
-            st = states[key] = logic.new_state(key)
+        heap = self.timers.heap
+        if heap and heap[0][0] < ts:
+            self.advance(ts, inclusive=False)
+        clock = self.clock
+        now = clock.now_us
+        if now is None or ts > now:
+            clock.now_us = ts
         fx = self.fx
-        logic.on_event(st, ev, fx)
-        self.timers.want(group, key, logic.timers(st))
-        self._drain(fx)
+        if ev["type"][:5] == "chat.":
+            key = ev["session_id"]
+            logic = self._session_logic
+            st = self._sessions.get(key)
+            if st is None:
+                st = self._sessions[key] = logic.new_state(key)
+            logic.on_event(st, ev, fx)
+            if logic.has_timers:
+                self.timers.want(SESSION, key, logic.timers(st))
+        else:
+            key = ev["order_id"]
+            logic = self._order_logic
+            st = self._orders.get(key)
+            if st is None:
+                st = self._orders[key] = logic.new_state(key)
+            logic.on_event(st, ev, fx)
+            wanted = logic.timers(st)
+            per = self._order_sched.get(key)
+            if wanted:  # self.timers.want(ORDER, key, wanted), inline
+                if per is None:
+                    per = self._order_sched[key] = {}
+                for name, due in wanted.items():
+                    if per.get(name) != due:
+                        per[name] = due
+                        heappush(heap, (due, f"{name}:{key}", ORDER, key, name))
+                if len(per) > len(wanted):  # timers no longer wanted: their entries are stale now
+                    for name in list(per):
+                        if name not in wanted:
+                            del per[name]
+            elif per is not None:
+                del self._order_sched[key]
+        if fx.contribs or fx.alerts or fx.snapshots:
+            self._drain(fx)
 
     def advance(self, limit_us: int, inclusive: bool) -> None:
         fx = self.fx
-        for group, key, name, due in self.timers.pop_due(limit_us, inclusive):
-            st = self.states[group].get(key)
+        timers = self.timers
+        heap = timers.heap
+        take = timers.take
+        states = self.states
+        while heap and (heap[0][0] < limit_us or (inclusive and heap[0][0] == limit_us)):
+            due, _tie, group, key, name = heappop(heap)
+            if not take(group, key, name, due):
+                continue  # stale (see the class notes): on_timer would do nothing
+            st = states[group].get(key)
             if st is None:
                 continue
             logic = self.logic[group]
             logic.on_timer(st, name, due, fx)
-            self.timers.want(group, key, logic.timers(st))
-            self._drain(fx)
+            timers.want(group, key, logic.timers(st))
+            if group == SHOP:
+                self._shop_tkeys.pop(key, None)
+            if fx.contribs or fx.alerts or fx.snapshots:
+                self._drain(fx)
 
     def finish(self, until_us: int | None = None) -> None:
         """Move the clock to ``until`` (default: the greatest ts seen) firing every timer due by then."""
@@ -122,20 +196,30 @@ class Engine:
         self.final_us = until_us
 
     def _drain(self, fx: Effects) -> None:
-        if fx.contribs:
+        contribs = fx.contribs
+        if contribs:
             shops = self.states[SHOP]
             shop_logic = self.logic[SHOP]
-            touched = set()
-            for c in fx.contribs:
-                k = (c[0], c[1])
+            tkeys = self._shop_tkeys
+            n = len(contribs)
+            i = 0
+            while i < n:  # each run of one shop's contributions (a step's are all one shop's)
+                c = contribs[i]
+                p, shop_id = c[0], c[1]
+                j = i + 1
+                while j < n and contribs[j][1] == shop_id and contribs[j][0] == p:
+                    j += 1
+                k = (p, shop_id)
                 st = shops.get(k)
                 if st is None:
                     st = shops[k] = shop_logic.new_state(k)
-                shop_logic.on_contrib(st, c, fx)
-                touched.add(k)
-            fx.contribs.clear()
-            for k in touched:
-                self.timers.want(SHOP, k, shop_logic.timers(shops[k]))
+                shop_logic.on_contribs(st, contribs if j - i == n else contribs[i:j], fx)
+                tk = shop_logic.timer_key(st)
+                if tkeys.get(k) != tk:
+                    self.timers.want(SHOP, k, shop_logic.timers(st))
+                    tkeys[k] = tk
+                i = j
+            contribs.clear()
         if fx.alerts:
             self.alerts.extend(fx.alerts)
             fx.alerts.clear()

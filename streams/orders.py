@@ -32,7 +32,7 @@ from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolve
 from .clock import DAY_US, HOUR_US, fmt_ts
 from .config import Rules
 from .deadlines import latest_ship_time_us
-from .logic import Effects, admit, update_items
+from .logic import Effects, update_items
 
 _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
@@ -175,41 +175,73 @@ class OrderState:
 
 
 class OrderLogic:
+    """Hot path notes. The indicator items are recomputed only after a step that
+    changed a fact ``items`` reads (platform, first_us, paid, shipped, cancelled,
+    signed, fake, review, refunds, complaints, due_passed; not the scans' other
+    facts nor the alerts' bookkeeping): most scans change none.
+    ``on_timer`` checks only the timer it is asked about (``_due``), and after
+    any timer but ``ship_overdue`` (the only one that changes such a fact) the
+    items stay as they were."""
+
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+        self._pr: dict = {}  # platform -> PlatformRules
 
     new_state = OrderState
+    has_timers = True
+
+    def _platform_rules(self, platform: str):
+        pr = self._pr.get(platform)
+        if pr is None:
+            pr = self._pr[platform] = self.rules.for_platform(platform)
+        return pr
 
     # ------------------------------------------------------------------ events
     def on_event(self, s: OrderState, ev: dict, fx: Effects) -> None:
-        if not admit(s, ev):
-            return
+        # admit(s, ev), inline: whether it moved first_us (an item) is known here
         eid = ev["event_id"]
+        seen = s.seen
+        if eid in seen:
+            return
+        seen.add(eid)
+        if s.platform is None:
+            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
         ts = ev["ts_us"]
-        t = ev["type"]
-        kind, _, step = t.partition(".")
-        if kind == "order":
+        first = s.first_us
+        changed = first is None or ts < first  # whether a fact the items read changed
+        if changed:
+            s.first_us = ts
+        kind, _, step = ev["type"].partition(".")
+        if kind == "shipment":
+            if self._on_shipment(s, ev, step, ts, fx):
+                changed = True
+        elif kind == "order":
             if step == "paid":
                 if s.paid_us is None or ts < s.paid_us:
-                    s.paid = {k: ev.get(k) for k in ("amount_fen", "trade_type", "category", "cod", "virtual", "live")}
+                    g = ev.get
+                    s.paid = {"amount_fen": g("amount_fen"), "trade_type": g("trade_type"), "category": g("category"),
+                              "cod": g("cod"), "virtual": g("virtual"), "live": g("live")}
                     s.paid_us = ts
-                    s.lst_us = latest_ship_time_us(ev, self.rules.for_platform(s.platform))
+                    s.lst_us = latest_ship_time_us(ev, self._platform_rules(s.platform))
+                    changed = True
             elif step == "shipped":
                 if s.shipped_us is None or ts < s.shipped_us:
                     s.shipped_us = ts
                     s.no_logistics = bool(ev.get("no_logistics"))
                     s.carrier = ev.get("carrier") or s.carrier
                     s.tracking_no = ev.get("tracking_no") or s.tracking_no
+                    changed = True
             elif step == "cancelled":
                 if s.cancelled_us is None or ts < s.cancelled_us:
                     s.cancelled_us = ts
-        elif kind == "shipment":
-            self._on_shipment(s, ev, step, ts, fx)
+                    changed = True
         elif kind == "refund":
             self._on_refund(s, ev, step, ts)
+            changed = True
         elif kind == "review":
             if s.review is None or (ts, eid) < (s.review[0], s.review[3]):  # ties: by event_id
                 s.review = [ts, ev["product_rating"], ev.get("service_rating"), eid]
+                changed = True
         elif kind == "complaint":
             c = s.complaints.setdefault(ev["complaint_id"], [None, None, None, False, None])
             if step == "filed":
@@ -219,9 +251,14 @@ class OrderLogic:
                 if c[1] is None or (ts, eid) < (c[1], c[4]):  # ties: by event_id
                     c[1], c[2], c[4] = ts, ev["responsible"], eid
                 c[3] = c[3] or bool(ev.get("malicious"))
-        self._resolve(s, ev, step, ts, fx)
-        self._fire_on_event(s, fx)
-        self._update_items(s, self._effective_us(s, ev, step, ts), fx)
+            changed = True
+        if s.open:
+            self._resolve(s, ev, step, ts, fx)
+        if s.refunds:
+            self._fire_on_event(s, fx)
+        # alerts (open, done, count, marks) and scan facts are not read by ``items``
+        if changed:
+            self._update_items(s, self._effective_us(s, ev, step, ts), fx)
 
     @staticmethod
     def _effective_us(s: OrderState, ev: dict, step: str, ts: int) -> int:
@@ -240,11 +277,13 @@ class OrderLogic:
                 return min(ts, filed)
         return ts
 
-    def _on_shipment(self, s: OrderState, ev: dict, step: str, ts: int, fx: Effects) -> None:
+    def _on_shipment(self, s: OrderState, ev: dict, step: str, ts: int, fx: Effects) -> bool:
+        """Apply a shipment event; True when it changed a fact ``items`` reads (fake_us, signed_us)."""
         if step == "fake_flagged":
             if s.fake_us is None or ts < s.fake_us:
                 s.fake_us = ts
-            return
+                return True
+            return False
         if ev.get("tracking_no") and not s.tracking_no:
             s.tracking_no = ev["tracking_no"]
         s.scans += 1
@@ -255,17 +294,19 @@ class OrderLogic:
         if step == "signed":
             if s.signed_us is None or ts < s.signed_us:
                 s.signed_us = ts
+                return True
         elif step == "out_for_delivery":
             if s.last_ofd_us is None or ts >= s.last_ofd_us:
                 s.last_ofd_us = ts
-        elif not s.physical:  # package alerts concern physical orders only (rules.md §1)
-            return
+        elif s.paid is not None and s.paid.get("virtual"):  # not s.physical: package alerts concern
+            return False  # physical orders only (rules.md §1)
         elif step == "customs":
             if ev["status"] in ("held", "exception") and ("customs_exception|" + s.order_id) not in s.open:
                 self._fire(s, "customs_exception", s.order_id, ts, None, fx, {"status": ev["status"]})
         elif step == "exception":
             if ("carrier_exception|" + s.order_id) not in s.open:
                 self._fire(s, "carrier_exception", s.order_id, ts, None, fx, {"reason": ev.get("reason")})
+        return False
 
     def _on_refund(self, s: OrderState, ev: dict, step: str, ts: int) -> None:
         rid = ev["refund_id"]
@@ -382,53 +423,94 @@ class OrderLogic:
     def timers(self, s: OrderState) -> dict[str, int]:
         """Every deadline this order wants now: name -> due_us (event time)."""
         out: dict[str, int] = {}
-        if s.platform is None:
-            return out
-        pr = self.rules.for_platform(s.platform)
-        tt = (s.paid or {}).get("trade_type") or "domestic"
-        oid = s.order_id
-        if s.paid is not None and s.physical:
-            if not s.due_passed:
-                out["ship_overdue"] = s.lst_us
-            if s.shipped_us is None and s.cancelled_us is None and ("ship_warning|" + oid) not in s.done:
-                out["ship_warning"] = max(s.paid_us, s.lst_us - pr.ship_warning_before_us)
-        if not s.physical:
-            return out
-        if s.shipped_us is not None and not s.no_logistics and s.first_scan_us is None \
-                and ("pickup_timeout|" + oid) not in s.done:
-            out["pickup_timeout"] = s.shipped_us + pr.pickup_timeout_us
-        if s.last_scan_us is not None and s.last_ofd_us is None and s.signed_us is None \
-                and ("transit_timeout|" + oid) not in s.open and s.marks.get("transit_timeout", 0) < s.scans:
-            out["transit_timeout"] = s.last_scan_us + pr.transit_timeout_us[tt]
-        if s.last_ofd_us is not None and s.signed_us is None and s.last_scan_us == s.last_ofd_us \
-                and ("delivery_timeout|" + oid) not in s.open and s.marks.get("delivery_timeout", 0) < s.scans:
-            out["delivery_timeout"] = s.last_ofd_us + pr.delivery_timeout_us
-        for r in s.refunds.values():
-            req = r.requested_us
-            rid = r.rid
-            if req is None:
-                continue
-            if r.merchant_step_us() is None:
-                if ("refund_response_warning|" + rid) not in s.done:
-                    out["refund_response_warning|" + rid] = req + pr.refund_response_warning_us
-                if ("refund_response_overdue|" + rid) not in s.done:
-                    out["refund_response_overdue|" + rid] = req + pr.refund_response_overdue_us
-            if r.end_us is not None:
-                continue
-            shipped_back = r.t.get("return_shipped")
-            if shipped_back is not None and "received" not in r.t:
-                if ("return_receipt_warning|" + rid) not in s.done:
-                    out["return_receipt_warning|" + rid] = shipped_back + pr.return_receipt_warning_us
-                if ("return_receipt_overdue|" + rid) not in s.done:
-                    out["return_receipt_overdue|" + rid] = shipped_back + pr.return_receipt_overdue_us
-            received = r.t.get("received")
-            if received is not None and s.paid is not None and s.paid.get("cod") \
-                    and "proof_uploaded" not in r.t and ("cod_proof_overdue|" + rid) not in s.done:
-                out["cod_proof_overdue|" + rid] = received + pr.cod_proof_overdue_us
+        pr = self._order_timers(s, out)
+        if pr is not None and s.refunds:
+            for r in s.refunds.values():
+                self._refund_timers(s, r, pr, out)
         return out
 
+    def _due(self, s: OrderState, name: str):
+        """``timers(s).get(name)``, computing only the part that can hold ``name``: a refund's
+        timers are named ``kind|refund_id`` (kinds hold no "|"), the order's have no "|"."""
+        out: dict[str, int] = {}
+        _kind, bar, rid = name.partition("|")
+        if not bar:
+            self._order_timers(s, out)
+        else:
+            r = s.refunds.get(rid)
+            if r is None:
+                return None
+            pr = self._order_timers(s, None)
+            if pr is None:
+                return None
+            self._refund_timers(s, r, pr, out)
+        return out.get(name)
+
+    def _order_timers(self, s: OrderState, out: dict | None):
+        """The order's own deadlines into ``out`` (None: only the answer); returns the platform
+        rules when refund deadlines apply too (a known platform, a physical order), else None."""
+        p = s.platform
+        if p is None:
+            return None
+        paid = s.paid
+        if paid is not None and paid.get("virtual"):
+            return None  # not physical: no deadline (rules.md §1)
+        pr = self._pr.get(p)
+        if pr is None:
+            pr = self._platform_rules(p)
+        if out is None:
+            return pr
+        # (most orders have no alert yet: empty ``done`` and ``open`` need no key built)
+        oid = s.order_id
+        done, open_ = s.done, s.open
+        shipped = s.shipped_us
+        if paid is not None:
+            if not s.due_passed:
+                out["ship_overdue"] = s.lst_us
+            if shipped is None and s.cancelled_us is None and not (done and ("ship_warning|" + oid) in done):
+                out["ship_warning"] = max(s.paid_us, s.lst_us - pr.ship_warning_before_us)
+        if shipped is not None and not s.no_logistics and s.first_scan_us is None \
+                and not (done and ("pickup_timeout|" + oid) in done):
+            out["pickup_timeout"] = shipped + pr.pickup_timeout_us
+        last = s.last_scan_us
+        if last is not None and s.signed_us is None:
+            ofd = s.last_ofd_us
+            if ofd is None:
+                if not (open_ and ("transit_timeout|" + oid) in open_) \
+                        and s.marks.get("transit_timeout", 0) < s.scans:
+                    tt = (paid.get("trade_type") if paid is not None else None) or "domestic"
+                    out["transit_timeout"] = last + pr.transit_timeout_us[tt]
+            elif last == ofd and not (open_ and ("delivery_timeout|" + oid) in open_) \
+                    and s.marks.get("delivery_timeout", 0) < s.scans:
+                out["delivery_timeout"] = ofd + pr.delivery_timeout_us
+        return pr
+
+    @staticmethod
+    def _refund_timers(s: OrderState, r: Refund, pr, out: dict) -> None:
+        req = r.requested_us
+        if req is None:
+            return
+        rid = r.rid
+        if r.merchant_step_us() is None:
+            if ("refund_response_warning|" + rid) not in s.done:
+                out["refund_response_warning|" + rid] = req + pr.refund_response_warning_us
+            if ("refund_response_overdue|" + rid) not in s.done:
+                out["refund_response_overdue|" + rid] = req + pr.refund_response_overdue_us
+        if r.end_us is not None:
+            return
+        shipped_back = r.t.get("return_shipped")
+        if shipped_back is not None and "received" not in r.t:
+            if ("return_receipt_warning|" + rid) not in s.done:
+                out["return_receipt_warning|" + rid] = shipped_back + pr.return_receipt_warning_us
+            if ("return_receipt_overdue|" + rid) not in s.done:
+                out["return_receipt_overdue|" + rid] = shipped_back + pr.return_receipt_overdue_us
+        received = r.t.get("received")
+        if received is not None and s.paid is not None and s.paid.get("cod") \
+                and "proof_uploaded" not in r.t and ("cod_proof_overdue|" + rid) not in s.done:
+            out["cod_proof_overdue|" + rid] = received + pr.cod_proof_overdue_us
+
     def on_timer(self, s: OrderState, name: str, due_us: int, fx: Effects) -> None:
-        if self.timers(s).get(name) != due_us:
+        if self._due(s, name) != due_us:
             return  # cancelled or moved since it was scheduled
         kind, _, rid = name.partition("|")
         pr = self.rules.for_platform(s.platform)
@@ -466,7 +548,9 @@ class OrderLogic:
             else:
                 extra = {}
             self._fire(s, kind, rid, due_us, due_us, fx, extra, r)
-        self._update_items(s, due_us, fx)
+            return  # an alert changes no fact ``items`` reads
+        if kind == "ship_overdue":  # due_passed: the order counts in the on-time rate
+            self._update_items(s, due_us, fx)
 
     # ------------------------------------------------------------- indicators
     def _update_items(self, s: OrderState, at_us: int, fx: Effects) -> None:
@@ -477,14 +561,16 @@ class OrderLogic:
         out: dict[str, tuple] = {"_seen": ("_seen", s.first_us, s.first_us, 0)}
         paid = s.paid
         paid_at = s.paid_us
-        if p in ("xiaohongshu", "douyin") and paid is not None and s.physical and s.due_passed \
-                and not s.shipping_excluded:
-            on_time = 1 if s.shipped_us is not None and s.shipped_us <= s.lst_us else 0
-            out["ots"] = ("on_time_ship_rate", s.lst_us, on_time, 1)
+        physical = paid is None or not paid.get("virtual")  # s.physical
+        if (p == "xiaohongshu" or p == "douyin") and paid is not None and physical and s.due_passed:
+            c, lst, shipped = s.cancelled_us, s.lst_us, s.shipped_us
+            if not (c is not None and c < lst and (shipped is None or c < shipped)):  # s.shipping_excluded
+                on_time = 1 if shipped is not None and shipped <= lst else 0
+                out["ots"] = ("on_time_ship_rate", lst, on_time, 1)
         if p == "xiaohongshu":
             if s.signed_us is not None:
                 signed_at = s.signed_us
-                if paid is not None and s.physical:
+                if paid is not None and physical:
                     h = (s.signed_us - s.paid_us) / HOUR_US
                     out["pts"] = ("pay_to_sign_hours", signed_at, h, 1)
                     out["pts.tt"] = ("pay_to_sign_hours." + (paid.get("trade_type") or "domestic"), signed_at, h, 1)

@@ -20,7 +20,7 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
-from .logic import Effects, admit, update_items
+from .logic import Effects, update_items
 
 SERVICE_START_S = 9 * 3600
 SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
@@ -99,21 +99,39 @@ def reply_facts(msgs: list, closed_us: int) -> tuple[int | None, int | None, boo
 
 
 class SessionLogic:
+    has_timers = False  # ``timers`` is always empty: a shell may skip asking
+
     def __init__(self, rules) -> None:
         self.rules = rules
 
     new_state = SessionState
 
     def on_event(self, s: SessionState, ev: dict, fx: Effects) -> None:
-        if not admit(s, ev):
-            return
+        # admit(s, ev), inline
         eid = ev["event_id"]
+        seen = s.seen
+        if eid in seen:
+            return
+        seen.add(eid)
+        if s.platform is None:
+            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
         ts = ev["ts_us"]
+        first = s.first_us
+        if first is None or ts < first:
+            s.first_us = ts
         step = ev["type"][5:]
         if step == "message":
-            s.msgs.append([ts, ev["sender"]])
-            if len(s.msgs) > 1 and _msg_key(s.msgs[-1]) < _msg_key(s.msgs[-2]):
-                s.msgs.sort(key=_msg_key)
+            msgs = s.msgs
+            sender = ev["sender"]
+            if msgs:
+                last = msgs[-1]
+                # _msg_key(new) < _msg_key(last), without building the keys when the times differ
+                out_of_order = ts < last[0] or (ts == last[0] and _msg_key([ts, sender]) < _msg_key(last))
+            else:
+                out_of_order = False
+            msgs.append([ts, sender])
+            if out_of_order:
+                msgs.sort(key=_msg_key)
         elif step == "started":
             s.started_us = _min(s.started_us, ts)
         elif step == "assigned":
@@ -123,6 +141,16 @@ class SessionLogic:
         elif step == "rated":
             if s.rating is None or (ts, eid) < (s.rating[0], s.rating[2]):
                 s.rating = [ts, ev["rating"], eid]
+        if s.first_us == first:
+            # the items cannot have changed when, besides "_seen", they are only built from
+            # facts that are not all known yet (小红书, 京东: a started and closed session),
+            # or from none at all (other platforms than 抖音)
+            p = s.platform
+            if p == "xiaohongshu" or p == "jd":
+                if s.started_us is None or s.closed_us is None:
+                    return
+            elif p != "douyin":
+                return
         update_items(s, self.items(s), ts, fx)
 
     def timers(self, s: SessionState) -> dict[str, int]:

@@ -15,7 +15,7 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .alerts import make_alert
-from .clock import DAY_US, HOUR_US, day_start_us, day_str, fmt_ts, local_day
+from .clock import DAY_US, HOUR_US, LOCAL_OFFSET_US, day_start_us, day_str, fmt_ts, local_day
 from .config import Rules
 from .logic import Effects
 
@@ -45,6 +45,7 @@ INDICATORS: dict[str, list[tuple[str, int, str]]] = {
 }
 COHORT_FIRST, COHORT_LAST = 104, 15  # 物流品退率: paid days date(T)-104 .. date(T)-15
 KEEP_DAYS = 200  # older buckets can never be in a window
+HALF_DAY_US = 12 * HOUR_US
 
 XHS_DIMENSIONS = {
     "product": ("review_avg", "quality_refund_rate"),
@@ -115,36 +116,44 @@ class ShopLogic:
 
     # ------------------------------------------------------------- aggregates
     def on_contrib(self, s: ShopState, c: tuple, fx: Effects) -> None:
-        _p, _shop, ind, inst, dnum, dden, at_us = c
-        if s.now_us is None or at_us > s.now_us:
-            if s.now_us is not None and local_day(at_us) != local_day(s.now_us):
-                self._prune(s, local_day(at_us))
-            s.now_us = at_us
-        if ind == "_seen":
-            if dnum > 0 and (s.first_us is None or dnum < s.first_us):
-                s.first_us = dnum
-                if s.platform == "douyin" and s.changes == 0:
-                    s.level = self.rules.raw["douyin_start_level"]
-                    s.level_since_us = dnum
-            return
-        day = local_day(inst)
-        late = self.cut_us is not None and at_us > self.cut_us
-        if ind == "cumulative_orders":
-            s.cumulative += dnum
-            if late:
-                s.cumulative_late += dnum
-        buckets = s.late if late else s.buckets
-        b = buckets.get(ind)
-        if b is None:
-            b = buckets[ind] = {}
-        v = b.get(day)
-        if v is None:
-            v = b[day] = [0, 0]
-        v[0] += dnum
-        v[1] += dden
-        if s.platform == "douyin" and dnum > 0 and ind in ("cumulative_orders", "_paid_gmv"):
-            after = self.window(s, ind, day, day)[0]
-            self._check_caps(s, ind, day, after - dnum, after, at_us, fx)
+        self.on_contribs(s, (c,), fx)
+
+    def on_contribs(self, s: ShopState, cs, fx: Effects) -> None:
+        """``on_contrib`` of each contribution of ``cs`` in turn (one call for a step's deltas)."""
+        cut = self.cut_us
+        douyin = s.platform == "douyin"
+        for _p, _shop, ind, inst, dnum, dden, at_us in cs:
+            now = s.now_us
+            if now is None or at_us > now:
+                # local_day, inline (the hot path)
+                if now is not None and (at_us + LOCAL_OFFSET_US) // DAY_US != (now + LOCAL_OFFSET_US) // DAY_US:
+                    self._prune(s, local_day(at_us))
+                s.now_us = at_us
+            if ind == "_seen":
+                if dnum > 0 and (s.first_us is None or dnum < s.first_us):
+                    s.first_us = dnum
+                    if douyin and s.changes == 0:
+                        s.level = self.rules.raw["douyin_start_level"]
+                        s.level_since_us = dnum
+                continue
+            day = (inst + LOCAL_OFFSET_US) // DAY_US  # local_day(inst)
+            late = cut is not None and at_us > cut
+            if ind == "cumulative_orders":
+                s.cumulative += dnum
+                if late:
+                    s.cumulative_late += dnum
+            buckets = s.late if late else s.buckets
+            b = buckets.get(ind)
+            if b is None:
+                b = buckets[ind] = {}
+            v = b.get(day)
+            if v is None:
+                v = b[day] = [0, 0]
+            v[0] += dnum
+            v[1] += dden
+            if douyin and dnum > 0 and (ind == "cumulative_orders" or ind == "_paid_gmv"):
+                after = self.window(s, ind, day, day)[0]
+                self._check_caps(s, ind, day, after - dnum, after, at_us, fx)
 
     def _prune(self, s: ShopState, today: int) -> None:
         cutoff = today - KEEP_DAYS
@@ -213,6 +222,15 @@ class ShopLogic:
                     details={"level": s.level, "measure": what, "value": after, "cap": cap, "date": day_str(day)}))
 
     # ------------------------------------------------------------------ timers
+    @staticmethod
+    def timer_key(s: ShopState) -> tuple:
+        """All that ``timers(s)`` depends on besides the platform: equal keys, equal timers. The
+        local half-day of ``now_us`` gives both its day and which side of noon it is on."""
+        now = s.now_us
+        caps = s.open_caps
+        return (min(caps.values()) if caps else None,
+                None if now is None else (now + LOCAL_OFFSET_US) // HALF_DAY_US, s.level is None, s.cleared)
+
     def timers(self, s: ShopState) -> dict[str, int]:
         out: dict[str, int] = {}
         if s.open_caps:
