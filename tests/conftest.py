@@ -40,14 +40,28 @@ def kafka_bootstrap() -> str:
     return "127.0.0.1:" + os.environ.get("KAFKA_PORT", "9092")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``rep_call``: did the test itself fail?)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 @pytest.fixture
 def topic_prefix(request):
     """A unique topic prefix; the test's topics (and Faust's internal topics
     of an app id starting with it) are deleted afterwards, unless
-    SHOPWATCH_KEEP_TEST_TOPICS=1 (to look at them)."""
+    SHOPWATCH_KEEP_TEST_TOPICS=1 (to look at them), or
+    SHOPWATCH_KEEP_FAILED_TOPICS=1 and the test failed (bench/kill_loop.sh)."""
     prefix = unique_prefix(request.node.name)
     yield prefix
-    if "kafka_bootstrap" in request.fixturenames and not os.environ.get("SHOPWATCH_KEEP_TEST_TOPICS"):
+    call = getattr(request.node, "rep_call", None)
+    keep = os.environ.get("SHOPWATCH_KEEP_TEST_TOPICS") or (
+        os.environ.get("SHOPWATCH_KEEP_FAILED_TOPICS") and call is not None and call.failed)
+    if keep:
+        print(f"kept the topics {prefix}*")
+    elif "kafka_bootstrap" in request.fixturenames:
         delete_topics(request.getfixturevalue("kafka_bootstrap"), prefix)
 
 
