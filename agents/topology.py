@@ -315,8 +315,7 @@ class Topology:
                         if writes:
                             docs.write(p, writes)
                             DOCS_WRITTEN.inc(len(writes))
-                        if hasattr(part, "trim"):
-                            part.trim()
+                        part.trim()
         finally:
             self.gate.set()
 

@@ -560,6 +560,9 @@ class ShopPartition:
         self._w_recs, self._w_pend, self._w_del, self._w_shops = {}, {}, {}, {}
         return writes
 
+    def trim(self) -> None:
+        """Shop states are few and all stay in memory: nothing to forget."""
+
     def _record(self, e: str) -> tuple[int, dict]:
         """(version, items) of entity ``e`` as counted in its shop's state."""
         doc = self._w_recs.get(e) or self._repaired.get(e) or self.docs.get(REC + e)

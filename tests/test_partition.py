@@ -187,8 +187,7 @@ class _Cluster:
         for kind, parts in (("orders", self.orders), ("chats", self.chats), ("shops", self.shops)):
             for p, part in enumerate(parts):
                 self._write((kind, p), part.drain())
-                if kind != "shops":
-                    part.trim()
+                part.trim()
 
     # ------------------------------------------------------------ actions
     def _idle(self, p):
