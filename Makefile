@@ -17,6 +17,9 @@ setup: $(BIN)/shopwatch
 	@command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
 	  echo "setup: promtool not installed (the deploy-file checks that need it will skip)"; }
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null) || \
+	  echo "setup: prometheus-alertmanager not installed (tests/test_alertmanager.py skips locally, fails in CI)"; }
 
 lint: setup
 	$(BIN)/ruff check .
