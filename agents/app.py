@@ -101,6 +101,7 @@ class ShopwatchApp(faust.App):
     sw_required: dict[str, dict[str, str]]
     sw_before_commit: list  # async callables run before each offset commit (write-back of state)
     sw_copartitioned: list[list[str]]
+    sw_sink_status = None  # () -> {sink: what it owes, its last problem}: /healthz and /readyz
 
     def require_topic(
         self, name: str, *, config: dict[str, str] | None = None, copartition_with: str | None = None

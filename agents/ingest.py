@@ -265,7 +265,11 @@ def install_views(app) -> None:
         except Exception:  # consumer not started yet
             assigned = []
         ready = bool(assigned) and not app.rebalancing
-        return {"status": "ok", "ready": ready, "app_id": app.conf.id, "assigned_input_partitions": len(assigned)}
+        st = {"status": "ok", "ready": ready, "app_id": app.conf.id, "assigned_input_partitions": len(assigned)}
+        sinks = app.sw_sink_status
+        if sinks is not None:  # what each chat still owes, and why its last post failed
+            st["sinks"] = sinks()
+        return st
 
     @app.page("/metrics")
     async def metrics(web, request):

@@ -8,7 +8,9 @@ Flow (all topic names configurable, see settings.py):
                entity updates (items, version) keyed "platform:shop_id"   ▼
                                           shop.contribs ──► shop agent ──► shop.scores (compacted)
                                                   │
-                      alerts keyed shop_id ──► shop.alerts ──► alert agent (open alerts, chat sinks)
+                      alerts keyed shop_id ──► shop.alerts ──► alert agent (streams.outbox.AlertBook)
+                                                                        │ what each chat owes
+                                                    delivery.py, a task per sink ──► 飞书 / 钉钉 / 企业微信 / Slack / Alertmanager
 
 The order-keyed topics and shop.ticks have the same partition count, so
 partition p of each is consumed by the same agent instance (concurrency=1).
@@ -29,24 +31,28 @@ the end) and ``wall`` (live: a leader timer sends the wall clock as ticks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from urllib.parse import quote
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 from prometheus_client import Counter
+from yarl import URL
 
 from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, TOPIC_ORDERS, TOPIC_REFUNDS, TOPIC_SHIPMENTS
 from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
 from shopwatch.streams.config import Rules
 from shopwatch.streams.orders import OrderLogic, OrderState
+from shopwatch.streams.outbox import AlertBook
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic, ShopState
 
+from .delivery import Delivery
 from .settings import Settings
 
 log = logging.getLogger("shopwatch.topology")
@@ -57,7 +63,7 @@ TOPIC_ALERTS = "shop.alerts"
 TOPIC_SCORES = "shop.scores"
 TOPIC_DLQ = "shop.dlq"
 
-ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes passed on to the chat sinks (each once)",
+ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes recorded for the chat sinks (each once)",
                          ["kind", "status"])
 ALERT_COPIES = Counter("shopwatch_alert_copies_total", "Copies of an alert change dropped (redelivery after a crash)")
 LATE_RECORDS = Counter("shopwatch_late_records_total",
@@ -142,12 +148,13 @@ class Topology:
     def __init__(self, app: faust.App, settings: Settings, rules: Rules, ingest, sinks=None) -> None:
         """``ingest(topic, partition, offset, key, value)`` validates one raw record
         (counting it, sending invalid ones to the DLQ) and returns the event or None;
-        ``sinks`` (a SinkDispatcher) gets every alert change once."""
+        ``sinks`` (agents.sinks.load_sinks) are owed every alert change their
+        routing takes, posted by the delivery tasks (delivery.py)."""
         self.app = app
         self.s = settings
         self.rules = rules
         self.ingest = ingest
-        self.sinks = sinks
+        self.sinks = list(sinks or ())
         self.domain = EVENT if settings.clock == "event" else WALL
         P = settings.partitions
         t = settings.topic
@@ -175,6 +182,7 @@ class Topology:
         self.orders_docs = Docs(self.orders_table)
         self.sessions_docs = Docs(self.sessions_table)
         self.shops_docs = Docs(self.shops_table)
+        self.alerts_docs = Docs(self.alerts_table)
         self.streams = [f"{k}:{p}" for k in ("orders", "chats") for p in range(P)]
         self.order_logic = OrderLogic(rules)
         self.session_logic = SessionLogic(rules)
@@ -182,6 +190,9 @@ class Topology:
         self.order_parts: dict[int, KeyedPartition] = {}
         self.chat_parts: dict[int, KeyedPartition] = {}
         self.shop_parts: dict[int, ShopPartition] = {}
+        self.alert_books: dict[int, AlertBook] = {}
+        self.delivery = (Delivery(self.sinks, lambda: self.alert_books, scores=self.score_snapshot, rules=rules)
+                         if self.sinks else None)
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
         self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked, first offset)
         self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
@@ -225,6 +236,43 @@ class Topology:
                                                       docs=self.shops_docs)
             self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
         return part
+
+    async def _alert_book(self, p: int) -> AlertBook:
+        book = self.alert_books.get(p)
+        if book is None:
+            routes = self.delivery.routes() if self.delivery is not None else []
+            book = self.alert_books[p] = AlertBook(routes, p, docs=self.alerts_docs)
+            book.recover(self.alerts_docs.of_partition(p))
+            if self.delivery is not None:
+                self.delivery.wake()
+        return book
+
+    async def score_snapshot(self, platform: str, shop_id: str) -> dict | None:
+        """A shop's score snapshot as of its clock (the morning summaries): from memory or
+        the table when this worker owns the shop, else from its owner's score view."""
+        key = f"{platform}:{shop_id}"
+        part = self.shop_parts.get(self.partition_of(key))
+        st = part.states.get(key) if part is not None else None
+        if st is None:
+            owner = None
+            with contextlib.suppress(Exception):  # no assignment metadata yet: read the table
+                owner = self.app.router.key_store(self.shops_table.name, key.encode())
+            me = URL(str(self.app.conf.canonical_url))
+            if owner is not None and (owner.host, owner.port) != (me.host, me.port):
+                headers = {"Authorization": f"Bearer {self.s.web_token}"} if self.s.web_token else {}
+                url = owner.with_path(f"/shops/{quote(platform, safe='')}/{quote(shop_id, safe='')}/score",
+                                      encoded=True)
+                try:
+                    async with self.app.http_client.get(url, headers=headers, timeout=10) as resp:
+                        return await resp.json() if resp.status == 200 else None
+                except (TimeoutError, OSError, ValueError) as exc:
+                    log.warning("score of %s from %s: %r", key, owner, exc)
+                    return None
+            doc = self.shops_docs.get(key)
+            if doc is None or doc.get("s") is None:
+                return None
+            st = ShopState.restore(doc["s"])
+        return self.shop_logic.snapshot(st, st.now_us or 0)
 
     def partition_of(self, key: str) -> int:
         """The partition a key's records (and documents) are on: the producer's default partitioner."""
@@ -308,7 +356,7 @@ class Topology:
             await self.app.producer.flush()
             assigned = {tp.partition for tp in self.app.consumer.assignment()}
             for parts, docs in ((self.order_parts, self.orders_docs), (self.chat_parts, self.sessions_docs),
-                                (self.shop_parts, self.shops_docs)):
+                                (self.shop_parts, self.shops_docs), (self.alert_books, self.alerts_docs)):
                 for p, part in parts.items():
                     if p in assigned:
                         writes = part.drain()
@@ -408,24 +456,26 @@ class Topology:
 
         @app.agent(self.alerts, name="shopwatch-alerts", concurrency=1)
         async def alert_agent(stream):
-            # Every alert change once: shop.alerts is at-least-once (after a crash a change
-            # can come again, identical, even after a later change of the same alert), so
-            # each alert_id's status is kept per shop and a copy is dropped before the chat sinks.
+            # Every alert change once: shop.alerts is at-least-once, so the book keeps each
+            # alert's status per shop and drops a copy; what the chats owe is written back
+            # with it once per commit, and the delivery tasks post it (never awaited here).
             async for event in stream.events():
-                a = orjson.loads(event.message.value)
-                k = a["shop_id"].encode()
-                cur = dict(self.alerts_table.get(k) or {})
-                prev = cur.get(a["alert_id"])
-                # an alert fires once and resolves once (spec): a firing that comes after its
-                # resolution is a late copy too
-                if prev is not None and (prev["status"] == a["status"] or prev["status"] == "resolved"):
+                if not self.gate.is_set():
+                    await self.gate.wait()
+                m = event.message
+                book = await self._alert_book(m.partition)
+                a = orjson.loads(m.value)
+                if book.on_change(a, time.time()):
+                    ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
+                    if self.delivery is not None:
+                        self.delivery.wake()
+                else:
                     ALERT_COPIES.inc()
-                    continue
-                ALERTS_EMITTED.labels(a["kind"], a["status"]).inc()
-                if self.sinks:
-                    await self.sinks.dispatch(a)  # before the table write: at least once, never lost
-                cur[a["alert_id"]] = a
-                self.alerts_table[k] = _forget_resolved(cur, a["at"])
+
+        if self.delivery is not None:
+            @app.task
+            async def deliver():
+                await self.delivery.run()
 
         @app.timer(interval=1.0, on_leader=True)
         async def send_ticks():
@@ -469,6 +519,7 @@ class Topology:
             self.order_parts.clear()
             self.chat_parts.clear()
             self.shop_parts.clear()
+            self.alert_books.clear()
 
         app.on_partitions_revoked.connect(_reset)
         app.on_partitions_assigned.connect(_reset)
@@ -540,17 +591,8 @@ class Topology:
             routed = await owner(topo.alerts_table, shop_id.encode(), web, request)
             if routed is not None:
                 return routed
-            cur = topo.alerts_table.get(shop_id.encode()) or {}
-            items = [a for a in cur.values() if status == "all" or a["status"] == status]
+            p = topo.partition_of(shop_id)
+            book = topo.alert_books.get(p) or AlertBook([], p, docs=topo.alerts_docs)
+            shop = book.shop(shop_id)  # in memory: newer than the table
+            items = [a for a in (shop.log.values() if shop else ()) if status == "all" or a["status"] == status]
             return web.json({"shop_id": shop_id, "status": status, "alerts": sorted(items, key=lambda a: a["at"])})
-
-
-RESOLVED_KEPT_DAYS = 14
-
-
-def _forget_resolved(cur: dict, now_at: str) -> dict:
-    """Drop resolved alerts more than RESOLVED_KEPT_DAYS (event time) older than ``now_at``:
-    a copy of a change comes within seconds of the original, never weeks."""
-    horizon = datetime.fromisoformat(now_at) - timedelta(days=RESOLVED_KEPT_DAYS)
-    return {i: a for i, a in cur.items()
-            if a["status"] != "resolved" or datetime.fromisoformat(a["at"]) >= horizon}

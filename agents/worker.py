@@ -55,11 +55,13 @@ def run(args: argparse.Namespace) -> int:
         ingest.install(app)
     else:
         from shopwatch.agents.replay import load_rules
-        from shopwatch.agents.sinks import SinkDispatcher
+        from shopwatch.agents.sinks import SINKS_ENV, load_sinks
         from shopwatch.agents.topology import Topology
 
-        Topology(app, s, load_rules(os.environ.get("SHOPWATCH_RULES")), ingest.make_ingest(app),
-                 sinks=SinkDispatcher.from_env())
+        topo = Topology(app, s, load_rules(os.environ.get("SHOPWATCH_RULES")), ingest.make_ingest(app),
+                        sinks=load_sinks(os.environ.get(SINKS_ENV)))
+        if topo.delivery is not None:
+            app.sw_sink_status = topo.delivery.status
         ingest.install_views(app)
     from shopwatch.agents.web import secure
     secure(app, s)  # only our views; bearer token; refuses a non-loopback bind without one

@@ -14,7 +14,8 @@ from shopwatch.schemas.events import validate
 from shopwatch.streams.clock import DAY_US, HOUR_US, MINUTE_US, US, fmt_ts
 from shopwatch.streams.engine import Engine
 
-__all__ = ["DAY", "HOUR", "MINUTE", "SEC", "Shop", "alert_rows", "by_id", "ind", "iso", "local", "run", "snap"]
+__all__ = ["DAY", "HOUR", "MINUTE", "SEC", "Shop", "alert_change", "alert_rows", "by_id", "ind", "iso", "local", "run",
+           "snap"]
 
 SEC, MINUTE, HOUR, DAY = US, MINUTE_US, HOUR_US, DAY_US
 CST = timezone(timedelta(hours=8))
@@ -119,3 +120,12 @@ def snap(eng: Engine, platform: str, shop_id: str = "s-1", as_of: int | None = N
 
 def ind(eng: Engine, platform: str, name: str, shop_id: str = "s-1", as_of: int | None = None) -> dict:
     return snap(eng, platform, shop_id, as_of)["indicators"][name]
+
+
+def alert_change(n: int = 1, status: str = "firing", kind: str = "ship_warning", severity: str = "warning",
+                 shop: str = "s-1", platform: str = "douyin",
+                 at: datetime = datetime(2026, 11, 22, 10, 0, tzinfo=CST)) -> dict:
+    """One alert change as shop.alerts carries it (events.md "Output: alerts"), for order o-{n}."""
+    return {"alert_id": f"{kind}:{platform}:o-{n}", "kind": kind, "severity": severity, "status": status,
+            "platform": platform, "shop_id": shop, "order_id": f"o-{n}", "at": at.isoformat(),
+            "summary": f"订单 o-{n}", "details": {}}

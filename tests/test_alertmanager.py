@@ -470,3 +470,12 @@ def test_delivery_loop_posts_changes_at_once():
     s = AlertmanagerSink(url="http://am:9093")
     assert (s.group_wait, s.group_interval) == (0.0, 0.0)
     assert s.wants(alert("s-1", "o-1", severity="info"))
+
+
+def test_shopwatch_sinks_takes_an_alertmanager_entry():
+    from shopwatch.agents.sinks import SinkConfigError, load_sinks
+
+    [sink] = load_sinks('[{"type": "alertmanager", "url": "http://127.0.0.1:9093", "resend": 30}]')
+    assert isinstance(sink, AlertmanagerSink) and sink.resend == 30 and sink.name == "alertmanager"
+    with pytest.raises(SinkConfigError, match="alertmanager"):
+        load_sinks('[{"type": "alertmanager", "url": "http://127.0.0.1:9093", "group_wait": 1}]')

@@ -176,7 +176,7 @@ class Worker:
         out: dict[str, dict[tuple, float]] = {}
         for fam in text_string_to_metric_families(body.decode()):
             for s in fam.samples:
-                if s.name.endswith("_total"):
+                if s.name.endswith("_total") or fam.type == "gauge":
                     out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
         return out
 

@@ -1,26 +1,10 @@
-"""Chat sinks (shopwatch.agents.sinks) against a local receiver on 127.0.0.1.
+"""Chat sinks (shopwatch.agents.sinks) against the local vendors' endpoints (tests/chat_receiver.py).
 
-The receiver plays the four vendors' webhook endpoints and re-implements each
-vendor's check *independently* of the code under test, from the vendors'
-documentation:
-
-- 飞书/Lark: body ``timestamp`` (s) and ``sign`` = base64(HMAC-SHA256(key =
-  "{timestamp}\\n{secret}", msg = b"")); off by more than 1 h or not matching:
-  HTTP 200 ``{"code": 19021, "msg": "sign match fail or timestamp is not within
-  one hour from current time"}``; ``msg_type`` text/interactive shapes.
-- 钉钉: query ``timestamp`` (ms) and ``sign`` = urlencode(base64(HMAC-SHA256(key =
-  secret, msg = "{timestamp}\\n{secret}"))), decoded here as a form query would
-  be (so an un-encoded "+" breaks it); errors ``{"errcode": 310000, ...}``;
-  ``msgtype`` markdown/text shapes; the access_token must be the robot's.
-- 企业微信: the ``key`` must be the robot's (``{"errcode": 93000, ...}``);
-  ``markdown.content`` present and at most 4096 bytes.
-- Slack: ``text`` and ``blocks`` shapes (HTTP 400 ``invalid_blocks`` /
-  ``no_text`` as Slack answers); with a signing secret, ``X-Slack-Signature`` =
-  "v0=" + hex(HMAC-SHA256(secret, "v0:{ts}:" + body)) and a timestamp within
-  5 minutes (HTTP 401 otherwise).
-
-Pytest-asyncio is not used: each test is a sync function running its
-coroutine with ``asyncio.run``.
+The receiver re-implements each vendor's signature, shape and size checks
+independently of the code under test, can be made to refuse, fail, hang or
+throttle, and records which alert ids reached the chat. Pytest-asyncio is
+not used: each test is a sync function running its coroutine with
+``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -34,8 +18,9 @@ import socket
 import time
 from urllib.parse import parse_qs, quote_plus
 
+import aiohttp
 import pytest
-from aiohttp import web
+from chat_receiver import DINGTALK_SECRET, Receiver
 from prometheus_client import REGISTRY
 
 from shopwatch.agents import sinks as sinks_mod
@@ -49,13 +34,6 @@ from shopwatch.agents.sinks import (
     WeComSink,
     load_sinks,
 )
-
-FEISHU_SECRET = "fs-secret-0123456789"
-DINGTALK_SECRET = "SECd1n9+t4lk/s3cr3t=="  # characters that base64 and URL encoding both care about
-DINGTALK_TOKEN = "dt-access-token"
-WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
-SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-SLACK_PATH = "/services/T000/B000/XXXXXXXX"
 
 ALERT = {
     "alert_id": "ship_overdue:douyin:o-1001",
@@ -78,210 +56,11 @@ def alert(**changes) -> dict:
     return {k: v for k, v in a.items() if v is not None}
 
 
-# --------------------------------------------------------------------------- the receiver
-
-
-class Receiver:
-    """The vendors' webhook endpoints, each with its own check."""
-
-    def __init__(self, *, feishu_secret=FEISHU_SECRET, dingtalk_secret=DINGTALK_SECRET,
-                 slack_secret: str | None = SLACK_SECRET, delay: float = 0.0) -> None:
-        self.feishu_secret = feishu_secret
-        self.dingtalk_secret = dingtalk_secret
-        self.slack_secret = slack_secret
-        self.delay = delay
-        self.hits: dict[str, int] = {"feishu": 0, "dingtalk": 0, "wecom": 0, "slack": 0}
-        self.accepted: dict[str, list[dict]] = {"feishu": [], "dingtalk": [], "wecom": [], "slack": []}
-        self.rejected: dict[str, list] = {"feishu": [], "dingtalk": [], "wecom": [], "slack": []}
-        self.plan: dict[str, list[int]] = {}  # vendor -> HTTP statuses to answer first
-        self.runner: web.AppRunner | None = None
-        self.base = ""
-
-    def fail_next(self, vendor: str, *statuses: int) -> None:
-        self.plan.setdefault(vendor, []).extend(statuses)
-
-    def url(self, vendor: str) -> str:
-        return {
-            "feishu": f"{self.base}/open-apis/bot/v2/hook/fs-hook-id",
-            "dingtalk": f"{self.base}/robot/send?access_token={DINGTALK_TOKEN}",
-            "wecom": f"{self.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
-            "slack": f"{self.base}{SLACK_PATH}",
-        }[vendor]
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/open-apis/bot/v2/hook/{hook}", self._wrap("feishu", self.feishu))
-        app.router.add_post("/robot/send", self._wrap("dingtalk", self.dingtalk))
-        app.router.add_post("/cgi-bin/webhook/send", self._wrap("wecom", self.wecom))
-        app.router.add_post("/services/{a}/{b}/{c}", self._wrap("slack", self.slack))
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.base = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
-
-    def _wrap(self, vendor, handler):
-        async def handle(request: web.Request) -> web.StreamResponse:
-            self.hits[vendor] += 1
-            body = await request.read()
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.plan.get(vendor):
-                status = self.plan[vendor].pop(0)
-                return web.Response(status=status, text=f"planned {status}")
-            accepted, response = handler(request, body)
-            if accepted:
-                self.accepted[vendor].append(accepted)
-            else:
-                self.rejected[vendor].append(response.text)
-            return response
-
-        return handle
-
-    # -- 飞书 / Lark
-
-    def feishu(self, request: web.Request, body: bytes):
-        def error(code: int, msg: str):
-            return False, web.json_response({"code": code, "msg": msg, "data": {}})
-
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return error(9499, "Bad Request")
-        if self.feishu_secret is not None:
-            ts, sign = data.get("timestamp"), data.get("sign")
-            if not isinstance(ts, str | int) or not isinstance(sign, str):
-                return error(19021, "sign match fail or timestamp is not within one hour from current time")
-            string_to_sign = f"{ts}\n{self.feishu_secret}".encode()
-            expected = base64.b64encode(hmac.new(string_to_sign, b"", hashlib.sha256).digest()).decode()
-            if abs(time.time() - int(ts)) > 3600 or not hmac.compare_digest(expected, sign):
-                return error(19021, "sign match fail or timestamp is not within one hour from current time")
-        if data.get("msg_type") == "text":
-            if not isinstance(data.get("content", {}).get("text"), str) or not data["content"]["text"]:
-                return error(9499, "Bad Request")
-        elif data.get("msg_type") == "interactive":
-            card = data.get("card")
-            if not isinstance(card, dict) or not isinstance(card.get("elements"), list) or not card["elements"]:
-                return error(9499, "Bad Request")
-            if card.get("header", {}).get("title", {}).get("tag") not in ("plain_text", "lark_md"):
-                return error(9499, "Bad Request")
-        else:
-            return error(9499, "Bad Request")
-        return data, web.json_response({"code": 0, "msg": "success", "data": {}})
-
-    # -- 钉钉
-
-    def dingtalk(self, request: web.Request, body: bytes):
-        def error(code: int, msg: str):
-            return False, web.json_response({"errcode": code, "errmsg": msg})
-
-        query = parse_qs(request.query_string, keep_blank_values=True)  # form decoding: "+" is a space
-        if query.get("access_token") != [DINGTALK_TOKEN]:
-            return error(300001, "token is not exist")
-        if self.dingtalk_secret is not None:
-            ts, sign = query.get("timestamp", [""])[0], query.get("sign", [""])[0]
-            if not ts.isdigit() or abs(time.time() * 1000 - int(ts)) > 3600 * 1000:
-                return error(310000, "invalid timestamp")
-            string_to_sign = f"{ts}\n{self.dingtalk_secret}".encode()
-            digest = hmac.new(self.dingtalk_secret.encode(), string_to_sign, hashlib.sha256).digest()
-            if not hmac.compare_digest(base64.b64encode(digest).decode(), sign):
-                return error(310000, "sign not match")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return error(40035, "缺少参数 json")
-        if data.get("msgtype") == "markdown":
-            md = data.get("markdown", {})
-            if not (isinstance(md.get("title"), str) and md["title"] and isinstance(md.get("text"), str) and md["text"]):
-                return error(40035, "缺少参数 markdown")
-        elif data.get("msgtype") == "text":
-            if not isinstance(data.get("text", {}).get("content"), str):
-                return error(40035, "缺少参数 text")
-        else:
-            return error(40035, "缺少参数 msgtype")
-        return data, web.json_response({"errcode": 0, "errmsg": "ok"})
-
-    # -- 企业微信
-
-    def wecom(self, request: web.Request, body: bytes):
-        def error(code: int, msg: str):
-            return False, web.json_response({"errcode": code, "errmsg": msg})
-
-        if request.query.get("key") != WECOM_KEY:
-            return error(93000, "invalid webhook url")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return error(40058, "invalid json")
-        if data.get("msgtype") != "markdown":
-            return error(40008, "invalid message type")
-        content = data.get("markdown", {}).get("content")
-        if not isinstance(content, str) or not content:
-            return error(41009, "missing markdown.content")
-        if len(content.encode("utf-8")) > 4096:
-            return error(40058, "markdown.content exceed max length 4096")
-        return data, web.json_response({"errcode": 0, "errmsg": "ok"})
-
-    # -- Slack
-
-    def slack(self, request: web.Request, body: bytes):
-        if request.path != SLACK_PATH:
-            return False, web.Response(status=404, text="no_service")
-        if self.slack_secret is not None:
-            ts = request.headers.get("X-Slack-Request-Timestamp", "")
-            sig = request.headers.get("X-Slack-Signature", "")
-            if not ts.isdigit() or abs(time.time() - int(ts)) > 5 * 60:
-                return False, web.Response(status=401, text="invalid_timestamp")
-            base = f"v0:{ts}:".encode() + body
-            expected = "v0=" + hmac.new(self.slack_secret.encode(), base, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, sig):
-                return False, web.Response(status=401, text="invalid_signature")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return False, web.Response(status=400, text="invalid_payload")
-        if not isinstance(data.get("text"), str) or not data["text"]:
-            return False, web.Response(status=400, text="no_text")
-        blocks = data.get("blocks")
-        if not isinstance(blocks, list) or not blocks:
-            return False, web.Response(status=400, text="invalid_blocks")
-        for b in blocks:
-            kind = b.get("type")
-            if kind == "header":
-                if b["text"]["type"] != "plain_text" or len(b["text"]["text"]) > 150:
-                    return False, web.Response(status=400, text="invalid_blocks")
-            elif kind == "section":
-                if "text" not in b and not b.get("fields"):
-                    return False, web.Response(status=400, text="invalid_blocks")
-                if len(b.get("fields", [])) > 10:
-                    return False, web.Response(status=400, text="invalid_blocks")
-            elif kind == "context":
-                if not b.get("elements"):
-                    return False, web.Response(status=400, text="invalid_blocks")
-            else:
-                return False, web.Response(status=400, text="invalid_blocks")
-        return data, web.Response(text="ok")
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def config(receiver: Receiver, vendor: str, **extra) -> dict:
-    c = {"type": vendor, "url": receiver.url(vendor)}
-    c.update({"feishu": {"secret": FEISHU_SECRET}, "dingtalk": {"secret": DINGTALK_SECRET},
-              "wecom": {}, "slack": {"signing_secret": SLACK_SECRET}}[vendor])
-    c.update(extra)
-    return {k: v for k, v in c.items() if v is not None}
-
-
 def one_sink(receiver: Receiver, vendor: str, *, clock=time.time, **extra):
-    [sink] = load_sinks(json.dumps([config(receiver, vendor, **extra)]), clock=clock)
+    [sink] = load_sinks(json.dumps([receiver.config(vendor, **extra)]), clock=clock)
     sink.backoff = 0.01
     return sink
 
@@ -403,7 +182,6 @@ def test_stale_timestamp_is_rejected(vendor):
 
 def test_receiver_rejects_unencoded_dingtalk_sign():
     """The receiver decodes the query as a form: a sign whose "+" is not URL-encoded fails, as at 钉钉."""
-    import aiohttp
     from yarl import URL
 
     secret = DINGTALK_SECRET
@@ -622,13 +400,14 @@ def test_load_sinks_parses_the_env_json():
     "value, message",
     [
         ('[{"type": "teams", "url": "https://x.invalid/"}]',
-         r"SHOPWATCH_SINKS\[0\]: unknown sink type 'teams'; known types: dingtalk, feishu, slack, wecom"),
+         r"SHOPWATCH_SINKS\[0\]: unknown sink type 'teams'; known types: alertmanager, dingtalk, feishu, slack, wecom"),
         ('[{"url": "https://x.invalid/"}]', r"unknown sink type None"),
         ("{not json", r"not valid JSON"),
         ('{"type": "slack"}', r"must be a JSON list"),
         ('["slack"]', r"\[0\] must be an object"),
         ('[{"type": "wecom"}]', r"'url' must be an http\(s\) URL"),
         ('[{"type": "wecom", "url": "ftp://x"}]', r"'url' must be an http\(s\) URL"),
+        ('[{"type": "wecom", "url": "http://[::1"}]', r"'url' must be an http\(s\) URL"),
         ('[{"type": "feishu", "url": "https://x.invalid/", "secrect": "s"}]', r"unknown key\(s\) secrect"),
         ('[{"type": "wecom", "url": "https://x.invalid/", "secret": "s"}]', r"unknown key\(s\) secret"),
         ('[{"type": "slack", "url": "https://x.invalid/", "min_severity": "high"}]', r"'min_severity' must be one of"),
@@ -649,3 +428,462 @@ def test_config_errors_do_not_echo_secrets():
     with pytest.raises(SinkConfigError) as exc:
         load_sinks('[{"type": "dingtalk", "url": "https://x.invalid/", "secret": "SECtopsecret", "oops": 1}]')
     assert "SECtopsecret" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- digests: render_batch + post
+
+TS = "2026-11-22T{}:00+08:00"
+
+
+def batch_of(n: int, shop: str = "s-17", platform: str = "douyin") -> list[dict]:
+    """``n`` alert changes of one shop: warnings, criticals, resolutions, folded ones."""
+    out = []
+    for i in range(n):
+        kind, sev = [("ship_warning", "warning"), ("ship_overdue", "critical"), ("transit_timeout", "warning")][i % 3]
+        a = alert(alert_id=f"{kind}:{platform}:o-{i}", kind=kind, severity=sev, platform=platform, shop_id=shop,
+                  order_id=f"o-{i}", due_at=TS.format(f"{14 + i % 9}:{i % 60:02d}"),
+                  summary=f"订单 o-{i} 需要处理")
+        if i % 7 == 3:
+            a.update(status="resolved", due_at=None, folded=(i % 2 == 1))
+            a = {k: v for k, v in a.items() if v is not None}
+        out.append(a)
+    return out
+
+
+async def post_batch(sink, batch, mentions=None):
+    async with aiohttp.ClientSession() as s:
+        return await sink.post(s, sink.render_batch(batch, time.time(), mentions))
+
+
+@pytest.mark.parametrize("size", [1, 30, 2000])
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_each_vendor_accepts_a_digest_and_every_change_is_accounted_for(vendor, size):
+    batch = batch_of(size)
+
+    async def main():
+        async with Receiver() as r:
+            sink = one_sink(r, vendor, name=f"digest-{vendor}")
+            before = count(sink.name, "delivered")
+            outcome = await post_batch(sink, batch)
+            assert outcome == sinks_mod.Outcome("ok", "ok", None), r.rejected[vendor]
+            assert count(sink.name, "delivered") == before + 1
+            [m] = r.snapshot(vendor)
+            return m
+
+    m = asyncio.run(main())
+    assert len(m.alert_ids) + m.omitted == size
+    assert set(m.alert_ids) <= {a["alert_id"] for a in batch}
+    want = {(a["alert_id"], "folded" if a.get("folded") else a["status"]) for a in batch}
+    assert set(m.changes) <= want
+    if m.omitted == 0:
+        assert set(m.changes) == want
+
+
+def test_digest_variants_text_msg_types_are_accepted():
+    async def main():
+        async with Receiver() as r:
+            for vendor, extra in (("feishu", {"msg_type": "text"}), ("dingtalk", {"msgtype": "text"})):
+                sink = one_sink(r, vendor, **extra)
+                assert (await post_batch(sink, batch_of(400), {"user_ids": ["ou_1"]})).ok
+                [m] = r.snapshot(vendor)
+                assert len(m.alert_ids) + m.omitted == 400 and m.omitted > 0
+
+    asyncio.run(main())
+
+
+def test_the_receiver_rejects_an_over_limit_body_as_the_vendor_would():
+    big = "超" * 7000  # 21,000 bytes
+
+    async def main():
+        async with Receiver(feishu_secret=None, dingtalk_secret=None, slack_secret=None) as r, \
+                aiohttp.ClientSession() as s:
+            async def raw(vendor, payload):
+                async with s.post(r.url(vendor), json=payload) as resp:
+                    return resp.status, await resp.text()
+
+            st, text = await raw("dingtalk", {"msgtype": "markdown", "markdown": {"title": "t", "text": big}})
+            assert json.loads(text)["errcode"] == 460101
+            st, text = await raw("wecom", {"msgtype": "markdown", "markdown": {"content": "超" * 1366}})
+            assert json.loads(text)["errcode"] == 40058
+            st, text = await raw("feishu", {"msg_type": "text", "content": {"text": big}})
+            assert st == 400 and json.loads(text)["code"] == 9499
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]
+            assert (await raw("slack", {"text": "t", "blocks": blocks}))[0] == 400
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}] * 51
+            assert (await raw("slack", {"text": "t", "blocks": blocks}))[0] == 400
+            assert r.snapshot() == []
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- mentions
+
+
+OWNERS = {"s-17": {"mobiles": ["13800001111"], "user_ids": ["U0123ABC"]}, "*": {"user_ids": ["ou_oncall"]}}
+
+
+@pytest.mark.parametrize("size", [1, 20])
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_mentions_of_the_shop_owner_in_each_vendor_format(vendor, size):
+    async def main():
+        async with Receiver() as r:
+            sink = one_sink(r, vendor, owners=OWNERS)
+            m = sink.mentions("s-17")
+            assert m == sinks_mod.Mentions(("13800001111",), ("U0123ABC",))
+            assert sink.mentions("s-99") == sinks_mod.Mentions((), ("ou_oncall",))
+            assert (await post_batch(sink, batch_of(size), m)).ok, r.rejected[vendor]
+            return r.snapshot(vendor)[0]
+
+    msg = asyncio.run(main())
+    raw = json.dumps(msg.body, ensure_ascii=False)
+    if vendor == "dingtalk":
+        assert msg.body["at"] == {"atMobiles": ["13800001111"], "atUserIds": ["U0123ABC"], "isAtAll": False}
+        assert "@13800001111" in msg.body["markdown"]["text"] and "@U0123ABC" in msg.body["markdown"]["text"]
+    elif vendor == "wecom":
+        assert "<@U0123ABC>" in msg.body["markdown"]["content"]
+        assert "13800001111" not in raw  # mobiles cannot be mentioned in markdown
+    elif vendor == "feishu":
+        assert "<at id=U0123ABC></at>" in raw
+        lark_md = [e["text"]["content"] for e in msg.body["card"]["elements"]
+                   if e.get("tag") == "div" and e.get("text", {}).get("tag") == "lark_md"]
+        assert any("<at id=U0123ABC></at>" in t for t in lark_md)
+    else:
+        assert "<@U0123ABC>" in raw
+    assert msg.mentions == (("13800001111", "U0123ABC") if vendor == "dingtalk" else ("U0123ABC",))
+
+
+def test_feishu_text_mentions_use_the_at_user_id_tag():
+    sink = FeishuSink(url="https://x.invalid/h", msg_type="text")
+    body = json.loads(sink.render_batch(batch_of(3), time.time(), {"user_ids": ["ou_1"]})[2])
+    assert '<at user_id="ou_1"></at>' in body["content"]["text"]
+
+
+def test_no_mentions_no_at_field():
+    sink = DingTalkSink(url="https://x.invalid/robot/send?access_token=t")
+    body = json.loads(sink.render_batch(batch_of(3), time.time())[2])
+    assert "at" not in body and "@" not in body["markdown"]["text"]
+
+
+# --------------------------------------------------------------------------- answers: throttled, retry, reject
+
+
+@pytest.mark.parametrize("vendor, retry_after", [("dingtalk", 600.0), ("wecom", 60.0), ("feishu", 60.0),
+                                                 ("slack", None)])
+def test_vendor_throttling_gives_throttled_with_the_right_retry_after(vendor, retry_after):
+    async def main():
+        async with Receiver() as r:
+            r.throttle(vendor, per_minute=1)  # 钉钉: then 600 s of refusals, as 钉钉 does
+            sink = one_sink(r, vendor, name=f"throttle-{vendor}")
+            before = count(sink.name, "throttled")
+            assert (await post_batch(sink, batch_of(2))).ok
+            second = await post_batch(sink, batch_of(2))
+            assert second.kind == "throttled", second
+            assert count(sink.name, "throttled") == before + 1 and r.throttled[vendor] == 1
+            if retry_after is None:  # Slack: HTTP 429, Retry-After = until the minute has room
+                assert 55 <= second.retry_after <= 60
+            else:
+                assert second.retry_after == retry_after
+            assert (await post_batch(sink, batch_of(1))).kind == "throttled"  # still refused
+            assert r.throttled[vendor] == 2
+            r.unthrottle(vendor)
+            assert (await post_batch(sink, batch_of(1))).ok
+            assert len(r.snapshot(vendor)) == 2
+
+    asyncio.run(main())
+
+
+def test_throttle_retry_after_is_configurable():
+    async def main():
+        async with Receiver() as r:
+            r.throttle("dingtalk", per_minute=0, penalty=0)
+            sink = one_sink(r, "dingtalk", throttle_retry_after=5)
+            assert (await post_batch(sink, batch_of(1))) == sinks_mod.Outcome(
+                "throttled", 'HTTP 200, code 130101: {"errcode": 130101, "errmsg": "send too fast, exceed 20 '
+                             'times per minute"}', 5.0)
+
+    asyncio.run(main())
+
+
+def H(**h):
+    return h
+
+
+@pytest.mark.parametrize(
+    "cls, status, headers, body, kind, retry_after",
+    [
+        # throttled
+        (FeishuSink, 200, H(), {"code": 11232, "msg": "frequency limited"}, "throttled", 60.0),
+        (FeishuSink, 400, H(), {"code": 9499, "msg": "too many request", "data": {}}, "throttled", 60.0),
+        (FeishuSink, 429, {"x-ogw-ratelimit-reset": "52"}, {"code": 99991400, "msg": "limit"}, "throttled", 52.0),
+        (FeishuSink, 400, {"x-ogw-ratelimit-reset": "7"}, {"code": 99991400, "msg": "limit"}, "throttled", 7.0),
+        (DingTalkSink, 200, H(), {"errcode": 130101, "errmsg": "send too fast"}, "throttled", 600.0),
+        (DingTalkSink, 200, H(), {"errcode": 410100, "errmsg": "发送速度太快而限流"}, "throttled", 600.0),
+        (DingTalkSink, 302, {"Location": "https://x.invalid/"}, None, "throttled", 600.0),
+        (WeComSink, 200, H(), {"errcode": 45009, "errmsg": "api freq out of limit"}, "throttled", 60.0),
+        (SlackSink, 429, {"Retry-After": "17"}, None, "throttled", 17.0),
+        (WeComSink, 429, H(), None, "throttled", None),
+        # retry
+        (SlackSink, 503, {"Retry-After": "3"}, None, "retry", 3.0),
+        (FeishuSink, 500, H(), None, "retry", None),
+        (WeComSink, 200, H(), {"errcode": -1, "errmsg": "system busy"}, "retry", None),
+        (DingTalkSink, 200, H(), {"errcode": -1, "errmsg": "系统繁忙"}, "retry", None),
+        # reject
+        (DingTalkSink, 200, H(), {"errcode": 310000, "errmsg": "keywords not in content"}, "reject", None),
+        (DingTalkSink, 200, H(), {"errcode": 300001, "errmsg": "token is not exist"}, "reject", None),
+        (FeishuSink, 200, H(), {"code": 19021, "msg": "sign match fail"}, "reject", None),
+        (FeishuSink, 200, H(), {"code": 19024, "msg": "Key Words Not Found"}, "reject", None),
+        (FeishuSink, 400, H(), {"code": 9499, "msg": "Bad Request", "data": {}}, "reject", None),
+        (WeComSink, 200, H(), {"errcode": 93000, "errmsg": "invalid webhook url"}, "reject", None),
+        (SlackSink, 403, H(), None, "reject", None),
+        (SlackSink, 404, H(), None, "reject", None),
+        (WeComSink, 200, H(), None, "reject", None),  # not JSON: not an ok
+        # ok
+        (FeishuSink, 200, H(), {"StatusCode": 0, "code": 0, "msg": "success"}, "ok", None),
+        (SlackSink, 200, H(), None, "ok", None),
+    ],
+)
+def test_classify_answers(cls, status, headers, body, kind, retry_after):
+    sink = cls(url="https://x.invalid/hook")
+    raw = json.dumps(body).encode() if body is not None else b"ok"
+    outcome = sink.classify(status, headers, raw)
+    assert (outcome.kind, outcome.retry_after) == (kind, retry_after), outcome
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_reject_codes_of_a_bad_configuration(vendor):
+    async def main():
+        async with Receiver() as r:
+            if vendor == "wecom":
+                sink = WeComSink(url=r.url("wecom").replace("key=", "key=x"), name="badkey")
+            elif vendor == "slack":
+                sink = one_sink(r, vendor, signing_secret="wrong")
+            else:
+                sink = one_sink(r, vendor, secret="wrong")
+            before = count(sink.name, "rejected")
+            outcome = await post_batch(sink, batch_of(5))
+            assert outcome.kind == "reject", outcome
+            assert count(sink.name, "rejected") == before + 1
+            code = {"dingtalk": "310000", "feishu": "19021", "wecom": "93000", "slack": "HTTP 401"}[vendor]
+            assert code in outcome.detail
+            assert "access_token" not in outcome.detail and "key=" not in outcome.detail
+
+    asyncio.run(main())
+
+
+def test_post_makes_one_try_and_never_raises():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+
+    async def main():
+        dead = SlackSink(url=f"http://127.0.0.1:{dead_port}/services/a/b/c", name="post-dead")
+        before = count("post-dead", "retry")
+        outcome = await post_batch(dead, batch_of(3))
+        assert outcome.kind == "retry" and "127.0.0.1" in outcome.detail
+        assert count("post-dead", "retry") == before + 1
+        async with Receiver() as r:
+            sink = one_sink(r, "feishu", name="post-once", timeout=0.3)
+            r.fail(0.3, "feishu", status=502)
+            assert (await post_batch(sink, batch_of(3))).kind == "retry"
+            assert r.hits["feishu"] == 1, "post makes ONE try"
+            await asyncio.sleep(0.35)
+            r.hang(0.2, "feishu")
+            t0 = time.monotonic()
+            outcome = await post_batch(sink, batch_of(3))
+            assert outcome.kind == "retry" and "Timeout" in outcome.detail and time.monotonic() - t0 < 1.5
+            await asyncio.sleep(0.25)
+            assert (await post_batch(sink, batch_of(3))).ok
+            bad = FeishuSink(url="http://[::1", name="post-badurl")
+            assert (await post_batch(bad, batch_of(1))).kind == "retry"
+
+    asyncio.run(main())
+
+
+def test_receiver_refuses_connections_then_listens_again():
+    async def main():
+        async with Receiver() as r:
+            sink = one_sink(r, "wecom", name="refused")
+            async with aiohttp.ClientSession() as s:
+                assert (await sink.post(s, sink.render_batch(batch_of(1), time.time()))).ok
+                r.refuse(0.5)
+                kept_alive = await sink.post(s, sink.render_batch(batch_of(1), time.time()))
+                assert kept_alive.kind == "retry", kept_alive
+            fresh = await post_batch(sink, batch_of(1))
+            assert fresh.kind == "retry" and ("Connect" in fresh.detail or "refused" in fresh.detail), fresh
+            await asyncio.sleep(0.6)
+            assert (await post_batch(sink, batch_of(1))).ok
+            r.refuse(30)
+            r.clear()
+            await asyncio.sleep(0.05)
+            assert (await post_batch(sink, batch_of(1))).ok
+            assert len(r.snapshot("wecom")) == 3
+
+    asyncio.run(main())
+
+
+def test_receiver_on_its_own_thread_with_faults_switched_from_the_test():
+    with Receiver() as r:
+        [sink] = load_sinks(r.sinks_env("slack"))
+        batch = batch_of(4)
+        r.fail(0.4, "slack", status=500)
+        assert asyncio.run(post_batch(sink, batch)).kind == "retry"
+        r.clear()
+        r.refuse(0.3)
+        assert asyncio.run(post_batch(sink, batch)).kind == "retry"
+        assert r.wait_for(lambda rr: asyncio.run(post_batch(sink, batch)).ok, timeout=5)
+        assert r.alert_ids("slack") == {a["alert_id"] for a in batch}
+        assert r.changes() == {(a["alert_id"], s) for a in batch
+                               for s in (("firing", "resolved") if a.get("folded") else (a["status"],))}
+        assert r.omitted() == 0
+
+
+# --------------------------------------------------------------------------- routing, owners, quiet hours
+
+
+def test_routes_filter_by_platform_shop_kind_and_severity():
+    [s] = load_sinks(json.dumps([{"type": "wecom", "url": "https://x.invalid/w", "min_severity": "warning",
+                                  "routes": [{"platforms": ["douyin", "jd"], "kinds": ["ship_overdue", "ship_warning"]},
+                                             {"shops": ["vip-1"], "min_severity": "critical"}]}]))
+    assert s.routes(alert()) is True  # douyin ship_overdue critical
+    assert s.routes(alert(kind="ship_warning", severity="warning", platform="jd")) is True
+    assert s.routes(alert(kind="transit_timeout", severity="warning")) is False  # kind
+    assert s.routes(alert(platform="tmall")) is False  # platform
+    assert s.routes(alert(platform="tmall", shop_id="vip-1")) is True  # second route
+    assert s.routes(alert(platform="tmall", shop_id="vip-1", severity="warning", kind="ship_warning")) is False
+    assert s.routes(alert(kind="ship_warning", severity="info")) is False  # the sink's min_severity
+    [plain] = load_sinks('[{"type": "slack", "url": "https://x.invalid/s"}]')
+    assert plain.routes(alert(severity="info", kind="level_changed")) is True
+    [one] = load_sinks('[{"type": "slack", "url": "https://x.invalid/s", "routes": {"shops": ["s-17"]}}]')
+    assert one.routes(alert()) and not one.routes(alert(shop_id="s-18"))
+    assert one.wants(alert()) and not one.wants(alert(shop_id="s-18"))
+
+
+def test_routes_filter_the_per_alert_path_too():
+    async def main():
+        async with Receiver() as r:
+            sink = one_sink(r, "dingtalk", name="routed", routes={"platforms": ["jd"]})
+            before = count("routed", "filtered")
+            assert await deliver(sink, alert()) is False
+            assert count("routed", "filtered") == before + 1 and r.hits["dingtalk"] == 0
+            assert await deliver(sink, alert(platform="jd")) is True
+
+    asyncio.run(main())
+
+
+def test_delivery_loop_attributes_and_defaults():
+    s = load_sinks(json.dumps([
+        {"type": "dingtalk", "url": "https://x.invalid/d"},
+        {"type": "wecom", "url": "https://x.invalid/w"},
+        {"type": "feishu", "url": "https://x.invalid/f"},
+        {"type": "slack", "url": "https://x.invalid/s"},
+        {"type": "feishu", "url": "https://x.invalid/f2", "rate": 30, "burst": 1, "body_limit": 8000,
+         "group_wait": 0, "group_interval": 60, "quiet_hours": "22:30-07:15", "throttle_retry_after": 120,
+         "owners": {"s-1": {"user_ids": ["ou_1"]}}},
+    ]))
+    assert [(x.rate, x.burst) for x in s[:4]] == [(18.0, 2), (18.0, 2), (90.0, 3), (60.0, 3)]
+    # the most a bucket lets through in a minute stays within each bot's documented limit
+    for x, per_minute in zip(s[:3], (20, 20, 100), strict=True):
+        assert x.burst + x.rate <= per_minute
+    assert s[2].burst + s[2].rate / 60 <= 5  # 飞书: 5 per second
+    assert [x.body_limit for x in s[:4]] == [20_000, 4096, 20_000, 3000]
+    assert all((x.group_wait, x.group_interval, x.quiet_hours) == (30.0, 300.0, None) for x in s[:4])
+    assert [x.throttle_retry_after for x in s[:4]] == [600.0, 60.0, 60.0, 60.0]
+    f = s[4]
+    assert (f.rate, f.burst, f.body_limit, f.group_wait, f.group_interval, f.throttle_retry_after) == (
+        30.0, 1, 8000, 0.0, 60.0, 120.0)
+    assert f.quiet_hours == (22 * 60 + 30, 7 * 60 + 15)
+    assert f.in_quiet_hours(23 * 60) and f.in_quiet_hours(60) and not f.in_quiet_hours(12 * 60)
+    assert f.mentions("s-1") == sinks_mod.Mentions((), ("ou_1",)) and f.mentions("s-2") is None
+    assert not s[0].in_quiet_hours(23 * 60)
+    assert sinks_mod.parse_quiet_hours("08:00-18:00") == (480, 1080)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"rate": 0}, r"'rate' must be a number of messages per minute in \(0, 6000\]"),
+        ({"rate": "20"}, r"'rate' must be a number"),
+        ({"burst": 0}, r"'burst' must be an integer from 1 to 100"),
+        ({"burst": 1.5}, r"'burst' must be an integer"),
+        ({"body_limit": 4097}, r"'body_limit' must be an integer from 1000 to 4096"),
+        ({"body_limit": 10}, r"'body_limit' must be an integer"),
+        ({"group_wait": -1}, r"'group_wait' must be a number of seconds from 0 to 86400"),
+        ({"group_interval": 0}, r"'group_interval' must be a number of seconds in \(0, 86400\]"),
+        ({"throttle_retry_after": True}, r"'throttle_retry_after' must be a number"),
+        ({"quiet_hours": "22-8"}, r"'quiet_hours': quiet hours must look like 22:00-08:00"),
+        ({"quiet_hours": "25:00-08:00"}, r"'quiet_hours': quiet hours must be times from 00:00 to 23:59"),
+        ({"quiet_hours": "08:00-08:00"}, r"'quiet_hours': quiet hours must not start and end at the same time"),
+        ({"routes": []}, r"'routes' must be an object or a non-empty list of objects"),
+        ({"routes": {"platform": ["jd"]}}, r"routes: unknown key\(s\) platform; allowed: platforms"),
+        ({"routes": {"platforms": ["pdd"]}}, r"'platforms' has unknown value\(s\) 'pdd'; known: douyin, jd"),
+        ({"routes": [{"kinds": ["ship_late"]}]}, r"routes\[0\]: 'kinds' has unknown value\(s\) 'ship_late'"),
+        ({"routes": {"shops": []}}, r"'shops' must be a non-empty list of non-empty strings"),
+        ({"routes": {"min_severity": "high"}}, r"routes: 'min_severity' must be one of info, warning, critical"),
+        ({"owners": []}, r"'owners' must be an object"),
+        ({"owners": {"s-1": {"phones": ["1"]}}}, r"owners entry 1 \('s-1'\): unknown key\(s\) phones"),
+        ({"owners": {"s-1": {"mobiles": ["call-me"]}}}, r"owners entry 1 \('s-1'\): mobiles\[0\] must be a phone"),
+        ({"owners": {"s-1": {"user_ids": ["<@all>"]}}}, r"user_ids\[0\] must be a user id"),
+        ({"owners": {"s-1": {}}}, r"give at least one of mobiles, user_ids"),
+        ({"owners": {"s-1": {"mobiles": ["13800001111"] * 21}}}, r"'mobiles' must be a list of at most 20"),
+    ],
+)
+def test_new_config_keys_are_validated(extra, message):
+    with pytest.raises(SinkConfigError, match=message):
+        load_sinks(json.dumps([{"type": "wecom", "url": "https://x.invalid/cgi-bin/webhook/send?key=k", **extra}]))
+
+
+def test_config_errors_do_not_echo_mobiles_or_urls():
+    with pytest.raises(SinkConfigError) as exc:
+        load_sinks(json.dumps([{"type": "dingtalk", "url": "https://x.invalid/robot/send?access_token=tok123",
+                                "owners": {"s-1": {"mobiles": ["13800001111", "+86 138"]}}}]))
+    assert "13800001111" not in str(exc.value) and "+86" not in str(exc.value) and "tok123" not in str(exc.value)
+    with pytest.raises(SinkConfigError) as exc:
+        load_sinks(json.dumps([{"type": "slack", "url": "https://x.invalid/s", "signing_secret": "sssh",
+                                "quiet_hours": "sssh"}]))
+    assert "sssh" not in str(exc.value)
+
+
+def test_render_batch_is_pure_and_signed_as_of_now(monkeypatch):
+    def no_wall_clock():
+        raise AssertionError("render_batch read the wall clock")
+
+    monkeypatch.setattr(sinks_mod.time, "time", no_wall_clock)
+    batch = batch_of(40)
+    sinks = [
+        FeishuSink(url="https://fs.invalid/open-apis/bot/v2/hook/x", secret="s"),
+        DingTalkSink(url="https://dt.invalid/robot/send?access_token=t", secret="SECs"),
+        WeComSink(url="https://wc.invalid/cgi-bin/webhook/send?key=k"),
+        SlackSink(url="https://sl.invalid/services/a/b/c", signing_secret="s"),
+    ]
+    for s in sinks:
+        first = s.render_batch(batch, 1_763_776_800.0, {"user_ids": ["u1"]})
+        assert s.render_batch(batch, 1_763_776_800.0, {"user_ids": ["u1"]}) == first
+        if not isinstance(s, WeComSink):
+            assert s.render_batch(batch, 1_763_776_860.0, {"user_ids": ["u1"]}) != first
+    ts = 1_763_776_800
+    fs = json.loads(sinks[0].render_batch(batch, ts)[2])
+    assert fs["sign"] == base64.b64encode(hmac.new(f"{ts}\ns".encode(), b"", hashlib.sha256).digest()).decode()
+    _, headers, body = sinks[3].render_batch(batch, ts)
+    assert headers["X-Slack-Signature"] == "v0=" + hmac.new(b"s", f"v0:{ts}:".encode() + body,
+                                                            hashlib.sha256).hexdigest()
+
+
+def test_receiver_throttle_penalty_outlasts_the_window():
+    """Past N a minute (or per second) the vendor refuses; 钉钉 goes on refusing for its penalty."""
+
+    async def main():
+        async with Receiver() as r:
+            r.throttle("dingtalk", per_minute=2, penalty=0.4)
+            sink = one_sink(r, "dingtalk", throttle_retry_after=0.4)
+            assert [(await post_batch(sink, batch_of(1))).kind for _ in range(4)] == [
+                "ok", "ok", "throttled", "throttled"]
+            r.throttle("dingtalk", per_minute=100, penalty=0.4)  # a new window: only the penalty could refuse
+            assert (await post_batch(sink, batch_of(1))).ok
+            r.throttle("feishu", per_minute=100, per_second=2)
+            fs = one_sink(r, "feishu")
+            kinds = [(await post_batch(fs, batch_of(1))).kind for _ in range(3)]
+            assert kinds == ["ok", "ok", "throttled"]
+            await asyncio.sleep(1.05)
+            assert (await post_batch(fs, batch_of(1))).ok
+
+    asyncio.run(main())
