@@ -80,8 +80,9 @@ whose message never echoes a secret, URL, mobile or user id):
   (5xx, timeout, connection refused) is tried again after ``retry_min``,
   doubling up to ``retry_max``, each wait jittered by ±25 %, for as long as it
   takes (an outage of hours included);
-- ``timeout`` (seconds per post, default 10) and ``tries`` (default 3, only
-  for the older :meth:`Sink.send`).
+- ``timeout``: seconds per post (default 10);
+- ``tries``: ignored since delivery retries until the chat accepts; kept so
+  older configurations still load (an integer from 1 to 10, as before).
 
 Per type: ``feishu`` ``secret`` (签名校验) and ``msg_type`` (``interactive``
 (default, a card) or ``text``); ``dingtalk`` ``secret`` (加签, ``SEC…``) and
@@ -119,38 +120,35 @@ ONE try and never raises except on cancellation):
   400/403/404/410).
 
 Every post is counted in ``shopwatch_sink_deliveries_total{sink,outcome}``:
-``delivered`` (ok), ``throttled``, ``retry`` or ``rejected``; the older
-:meth:`Sink.send` also counts ``failed`` (gave up after ``tries``),
-``filtered`` (not routed to the sink) and ``error`` (could not render).
+``delivered`` (ok), ``throttled``, ``retry`` or ``rejected``. Giving up is
+never a post's decision: the delivery loop keeps a batch owed and posts it
+again (see ``retry_min`` / ``retry_max``).
 Webhook URLs carry credentials (access tokens, keys): they are never logged,
 nor shown in a sink's repr.
 
-Usage::
+Usage (what agents/delivery.py does, one task per sink)::
 
     sinks = load_sinks(os.environ.get("SHOPWATCH_SINKS"))
-    request = sink.render_batch(batch, now, sink.mentions(shop_id))   # (url, headers, body)
-    outcome = await sink.post(session, request)                       # Outcome(kind, detail, retry_after)
+    if sink.routes(alert): ...                                        # is it this sink's?
+    rendered = sink.render_digest(batch, now, sink.mentions(shop_id))  # Rendered(url, headers, body, listed, omitted)
+    outcome = await sink.post(session, rendered.request)              # ONE try: Outcome(kind, detail, retry_after)
+    request = sink.render_batch(batch, now, sink.mentions(shop_id))   # the same request, as (url, headers, body)
     summary = build_summary(platform, shop_id, firing, snapshot, rules, now)  # streams/summary.py
     request = sink.render_summary(summary, now, sink.mentions(shop_id))      # the 早报, at sink.morning_summary
 
-The older per-alert path is kept while the worker uses it: ``await
-SinkDispatcher.from_env().dispatch(alert)`` sends one alert to every sink
-(``Sink.send``: ``render_batch([alert])`` + ``post``, up to ``tries`` tries
-with backoff 0.5 s, 1 s, … at most 5 s).
+``rendered.listed`` are the alert ids the digest shows: past the body limit
+the rest are only counted ("另有 N 条") and stay owed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote_plus, urlsplit
@@ -170,8 +168,7 @@ SINKS_ENV = "SHOPWATCH_SINKS"
 
 DELIVERIES = Counter(
     "shopwatch_sink_deliveries_total",
-    "Posts to chat sinks, by sink and outcome (delivered, throttled, retry, rejected; "
-    "and for the per-alert path failed, filtered, error)",
+    "Posts to chat sinks, by sink and outcome (delivered, throttled, retry, rejected)",
     ["sink", "outcome"],
 )
 
@@ -184,7 +181,6 @@ OK, RETRY, THROTTLED, REJECT = "ok", "retry", "throttled", "reject"
 OUTCOME_LABEL = {OK: "delivered", RETRY: "retry", THROTTLED: "throttled", REJECT: "rejected"}
 MAX_RETRY_AFTER = 86400.0
 
-Clock = Callable[[], float]
 Request = tuple[str, dict[str, str], bytes]
 
 
@@ -436,10 +432,6 @@ class Sink:
     name: str = ""
     min_severity: str = "info"
     timeout: float = 10.0
-    tries: int = 3
-    backoff: float = 0.5
-    max_backoff: float = 5.0
-    clock: Clock = field(default=time.time, repr=False, compare=False)
     # for the delivery loop
     rate: float | None = None  # None: the vendor's default (RATE)
     burst: int | None = None
@@ -526,10 +518,6 @@ class Sink:
             len(summary.lines), lambda k: self._layout(summary, now, m, k), lambda r: r[3])
         return url, headers, body
 
-    def render(self, alert: Mapping[str, Any], now: float) -> Request:
-        """(url, headers, body) of one alert's message (with its shop's owners mentioned)."""
-        return self.render_batch([alert], now, self.mentions(str(alert.get("shop_id", ""))))
-
     def _layout(self, d: Content, now: float, m: Mentions, shown: int) -> tuple[str, dict[str, str], bytes, bool]:
         """(url, headers, body, within the limit) showing ``shown`` lines of ``d``."""
         raise NotImplementedError
@@ -593,46 +581,6 @@ class Sink:
         elif outcome.kind != OK:
             log.info("sink %s: post %s: %s", self.name, outcome.kind, outcome.detail)
         return outcome
-
-    async def send(self, session: aiohttp.ClientSession, alert: Mapping[str, Any]) -> bool:
-        """Deliver one ``alert`` (up to ``tries`` posts); True when the vendor accepted it.
-        Never raises (except cancellation). Kept for the per-alert path."""
-        try:
-            return await self._send(session, alert)
-        except Exception:
-            log.exception("sink %s: unexpected error delivering %s", self.name, alert.get("alert_id"))
-            DELIVERIES.labels(self.name, "error").inc()
-            return False
-
-    async def _send(self, session: aiohttp.ClientSession, alert: Mapping[str, Any]) -> bool:
-        alert_id = alert.get("alert_id")
-        if not self.routes(alert):
-            DELIVERIES.labels(self.name, "filtered").inc()
-            return False
-        outcome = Outcome(RETRY)
-        for attempt in range(1, self.tries + 1):
-            try:
-                request = self.render(alert, self.clock())
-            except Exception:
-                log.exception("sink %s: cannot render alert %s", self.name, alert_id)
-                DELIVERIES.labels(self.name, "error").inc()
-                return False
-            outcome = await self.post(session, request)
-            if outcome.kind == OK:
-                log.debug("sink %s: delivered %s (try %d)", self.name, alert_id, attempt)
-                return True
-            if outcome.kind == REJECT:
-                return False
-            if attempt < self.tries:
-                delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-                if outcome.retry_after is not None:
-                    delay = min(max(delay, outcome.retry_after), self.max_backoff)
-                log.info("sink %s: try %d/%d for %s failed (%s); retrying in %.2fs",
-                         self.name, attempt, self.tries, alert_id, outcome.detail, delay)
-                await asyncio.sleep(delay)
-        log.warning("sink %s: giving up on %s after %d tries: %s", self.name, alert_id, self.tries, outcome.detail)
-        DELIVERIES.labels(self.name, "failed").inc()
-        return False
 
 
 def _header_color(d: Content) -> str:
@@ -947,7 +895,7 @@ USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@:+=/-]{1,64}$")
 # --------------------------------------------------------------------------- configuration
 
 
-def load_sinks(env_value: str | None, *, clock: Clock = time.time) -> list[Sink]:
+def load_sinks(env_value: str | None) -> list[Sink]:
     """The sinks of a ``SHOPWATCH_SINKS`` value; ``[]`` when it is unset or blank."""
     if env_value is None or not env_value.strip():
         return []
@@ -960,7 +908,7 @@ def load_sinks(env_value: str | None, *, clock: Clock = time.time) -> list[Sink]
     sinks: list[Sink] = []
     names: set[str] = set()
     for i, item in enumerate(raw):
-        sink = _load_one(f"{SINKS_ENV}[{i}]", item, clock)
+        sink = _load_one(f"{SINKS_ENV}[{i}]", item)
         if sink.name in names:
             if isinstance(item, dict) and item.get("name"):
                 raise SinkConfigError(f"{SINKS_ENV}[{i}]: duplicate name {sink.name!r}")
@@ -1059,7 +1007,7 @@ def _load_owners(where: str, value: Any) -> dict[str, Mentions]:
     return out
 
 
-def _load_one(where: str, item: Any, clock: Clock) -> Sink:
+def _load_one(where: str, item: Any) -> Sink:
     if not isinstance(item, dict):
         raise SinkConfigError(f"{where} must be an object, not {type(item).__name__}")
     kind = item.get("type")
@@ -1084,7 +1032,7 @@ def _load_one(where: str, item: Any, clock: Clock) -> Sink:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise SinkConfigError(f"{where}: 'url' must be an http(s) URL")
-    kwargs: dict[str, Any] = {"url": url, "clock": clock}
+    kwargs: dict[str, Any] = {"url": url}
     if "name" in item:
         if not isinstance(item["name"], str) or not item["name"]:
             raise SinkConfigError(f"{where}: 'name' must be a non-empty string")
@@ -1097,7 +1045,7 @@ def _load_one(where: str, item: Any, clock: Clock) -> Sink:
         kwargs["min_severity"] = item["min_severity"]
     numbers = {  # key: (parse, message)
         "timeout": (lambda v: _number(v, 0, 300, lo_open=True), "a number of seconds in (0, 300]"),
-        "tries": (lambda v: _integer(v, 1, 10), "an integer from 1 to 10"),
+        "tries": (lambda v: _integer(v, 1, 10), "an integer from 1 to 10"),  # checked, then ignored
         "rate": (lambda v: _number(v, 0, 6000, lo_open=True), "a number of messages per minute in (0, 6000]"),
         "burst": (lambda v: _integer(v, 1, 100), "an integer from 1 to 100"),
         "body_limit": (lambda v: _integer(v, cls.MIN_BODY, cls.MAX_BODY),
@@ -1113,7 +1061,8 @@ def _load_one(where: str, item: Any, clock: Clock) -> Sink:
             value = parse(item[key])
             if value is None:
                 raise SinkConfigError(f"{where}: {key!r} must be {what}")
-            kwargs[key] = value
+            if key != "tries":  # ignored since delivery retries until the chat accepts
+                kwargs[key] = value
     if "routes" in item:
         kwargs["route"] = _load_routes(where, item["routes"])
     if "owners" in item:
@@ -1137,59 +1086,9 @@ def _load_one(where: str, item: Any, clock: Clock) -> Sink:
     return cls(**kwargs)
 
 
-# --------------------------------------------------------------------------- dispatch (per alert)
-
-
-class SinkDispatcher:
-    """Sends each alert to every sink concurrently, on one shared aiohttp session."""
-
-    def __init__(self, sinks: Iterable[Sink], *, session: aiohttp.ClientSession | None = None) -> None:
-        self.sinks = list(sinks)
-        self._session = session
-        self._own_session = session is None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> SinkDispatcher:
-        env = os.environ if environ is None else environ
-        return cls(load_sinks(env.get(SINKS_ENV)))
-
-    def __bool__(self) -> bool:
-        return bool(self.sinks)
-
-    async def dispatch(self, alert: Mapping[str, Any]) -> dict[str, bool]:
-        """{sink name: delivered} for ``alert``; never raises (except cancellation)."""
-        if not self.sinks:
-            return {}
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        session = self._session
-        results = await asyncio.gather(*(s.send(session, alert) for s in self.sinks), return_exceptions=True)
-        out: dict[str, bool] = {}
-        for sink, result in zip(self.sinks, results, strict=True):
-            if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
-                log.error("sink %s: %r", sink.name, result)
-                result = False
-            out[sink.name] = bool(result)
-        return out
-
-    async def close(self) -> None:
-        if self._session is not None and self._own_session and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    async def __aenter__(self) -> SinkDispatcher:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
 __all__ = [
     "DELIVERIES", "OK", "REJECT", "RETRY", "SINKS_ENV", "THROTTLED", "DingTalkSink", "FeishuSink", "Mentions",
-    "Outcome", "Rendered", "Route", "Sink", "SinkConfigError", "SinkDispatcher", "SlackSink", "WeComSink",
+    "Outcome", "Rendered", "Route", "Sink", "SinkConfigError", "SlackSink", "WeComSink",
     "dingtalk_sign", "facts", "feishu_sign", "load_sinks", "parse_quiet_hours", "parse_time_of_day", "plain_text",
     "slack_signature",
     "title",

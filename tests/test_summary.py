@@ -382,7 +382,7 @@ def test_render_summary_is_pure_and_signed_as_of_now(sim, monkeypatch):
     def no_wall_clock():
         raise AssertionError("render_summary read the wall clock")
 
-    monkeypatch.setattr(sinks_mod.time, "time", no_wall_clock)
+    monkeypatch.setattr(time, "time", no_wall_clock)
     snapshot = sim[0]["xiaohongshu"]
     s = sm.build_summary("xiaohongshu", snapshot["shop_id"], sim[1]["xiaohongshu"], snapshot, None, NOW_T)
     assert s == sm.build_summary("xiaohongshu", snapshot["shop_id"], list(sim[1]["xiaohongshu"]), snapshot, None,
