@@ -34,7 +34,11 @@ each other's changelogs when the input is committed).
 
 After the 1-worker run: the bytes (key + value) of its changelog topics and of
 its shop.contribs / shop.ticks / shop.alerts / shop.scores / shop.dlq per
-input record, and its RSS after the backfill. Then a worker on the wall
+input record, beside the bytes the broker stores for each (its log size: the
+producer's lz4 batches with their headers; from ``kafka-log-dirs.sh
+--describe`` when it is on the PATH or in $KAFKA_HOME/bin, else the same Admin
+API call through the Kafka jars deploy/kafka/kafka.sh caches and ``java``;
+"n/a" without either), and its RSS after the backfill. Then a worker on the wall
 clock: RSS and CPU idle, and the latency from producing a
 ``shipment.exception`` (for an order paid a minute earlier; orders spread over
 ``--latency-shops`` shops) to its ``carrier_exception`` alert on shop.alerts,
@@ -307,6 +311,90 @@ async def topic_bytes(bootstrap: str, topics: list[str]) -> dict[str, tuple[int,
         return {t: (n, b) for t, (n, b) in out.items()}
     finally:
         await c.stop()
+
+
+# The size of each partition's log on the broker (what it stores: the producer's compressed
+# batches), from the Admin API of the Kafka jars deploy/kafka/kafka.sh caches, when the
+# Kafka distribution's kafka-log-dirs.sh is not at hand (kafka.sh fetches no distribution).
+LOG_DIRS_JAVA = r"""
+import java.util.*;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.*;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartition;
+
+public class LogDirs {
+    public static void main(String[] args) throws Exception {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
+        Set<String> topics = new HashSet<>(Arrays.asList(args[1].split(",")));
+        try (Admin admin = Admin.create(p)) {
+            List<Integer> ids = new ArrayList<>();
+            for (Node n : admin.describeCluster().nodes().get(60, TimeUnit.SECONDS)) ids.add(n.id());
+            var all = admin.describeLogDirs(ids).allDescriptions().get(60, TimeUnit.SECONDS);
+            for (var broker : all.entrySet())
+                for (var dir : broker.getValue().values())
+                    for (var r : dir.replicaInfos().entrySet()) {
+                        TopicPartition tp = r.getKey();
+                        if (topics.contains(tp.topic()) && !r.getValue().isFuture())
+                            System.out.println(tp.topic() + "\t" + tp.partition() + "\t" + r.getValue().size());
+                    }
+        }
+    }
+}
+"""
+
+
+def kafka_jars() -> Path | None:
+    """The Kafka jars deploy/kafka/kafka.sh fetched (its KAFKA_CACHE_DIR / KAFKA_VERSION defaults)."""
+    cache = os.environ.get("KAFKA_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shopwatch"
+        / f"kafka-{os.environ.get('KAFKA_VERSION', '4.1.2')}")
+    libs = Path(cache) / "libs"
+    return libs if (libs / ".complete").exists() else None
+
+
+def log_dir_bytes(bootstrap: str, topics: list[str], tmp: Path) -> tuple[dict[str, int] | None, str]:
+    """({topic: bytes of its logs on the brokers, every partition and replica}, how it was asked),
+    or (None, why not): kafka-log-dirs.sh --describe (on the PATH or in $KAFKA_HOME/bin), else the
+    same Admin API call through the jars deploy/kafka/kafka.sh caches (java on the PATH)."""
+    out: dict[str, int] = dict.fromkeys(topics, 0)
+    tool = shutil.which("kafka-log-dirs.sh") or shutil.which("kafka-log-dirs")
+    if tool is None and os.environ.get("KAFKA_HOME"):
+        cand = Path(os.environ["KAFKA_HOME"]) / "bin" / "kafka-log-dirs.sh"
+        tool = str(cand) if cand.exists() else None
+    try:
+        if tool is not None:
+            r = subprocess.run([tool, "--describe", "--bootstrap-server", bootstrap, "--topic-list", ",".join(topics)],
+                               capture_output=True, text=True, timeout=120)
+            line = next((x for x in r.stdout.splitlines() if x.startswith("{")), None)
+            if r.returncode != 0 or line is None:
+                return None, f"{tool} failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-200:]}"
+            for b in json.loads(line)["brokers"]:
+                for d in b["logDirs"]:
+                    for part in d.get("partitions") or ():
+                        t = part["partition"].rsplit("-", 1)[0]
+                        if t in out and not part.get("isFuture"):
+                            out[t] += part["size"]
+            return out, "kafka-log-dirs.sh"
+        libs, java = kafka_jars(), shutil.which("java")
+        if libs is None or java is None:
+            return None, "no kafka-log-dirs.sh, and no Kafka jars of deploy/kafka/kafka.sh or no java"
+        src = tmp / "LogDirs.java"
+        src.write_text(LOG_DIRS_JAVA)
+        log4j = tmp / "log4j2.properties"
+        log4j.write_text("status = error\nrootLogger.level = ERROR\n")
+        r = subprocess.run([java, "-Xmx128m", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*", str(src),
+                            bootstrap, ",".join(topics)], capture_output=True, text=True, timeout=180)
+        if r.returncode != 0:
+            return None, f"Admin.describeLogDirs failed ({r.returncode}): {r.stderr.strip()[-200:]}"
+        for line in r.stdout.splitlines():
+            t, _p, size = line.split("\t")
+            if t in out:
+                out[t] += int(size)
+        return out, f"Admin.describeLogDirs (the Kafka jars in {libs.parent})"
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 class GroupWatch:
@@ -606,8 +694,16 @@ class Bench:
         internal = [prefix + t for t in INTERNAL if prefix + t in names]
         say(f"  reading {len(changelogs)} changelog and {len(internal)} output topics")
         got = asyncio.run(topic_bytes(self.bootstrap, changelogs + internal))
-        self.extra["bytes"] = {t[len(group) + 1:] if t in changelogs else t[len(prefix):]: v for t, v in got.items()}
+
+        def short(t: str) -> str:
+            return t[len(group) + 1:] if t in changelogs else t[len(prefix):]
+
+        self.extra["bytes"] = {short(t): v for t, v in got.items()}
         self.extra["changelogs"] = [t[len(group) + 1:] for t in changelogs]
+        disk, how = log_dir_bytes(self.bootstrap, changelogs + internal, self.tmp)
+        self.extra["disk"] = None if disk is None else {short(t): v for t, v in disk.items()}
+        self.extra["disk_how"] = how
+        say(f"  log sizes on the broker: {how}")
 
     # --------------------------------------------------------- latency
     def latency(self) -> None:
@@ -781,16 +877,27 @@ class Bench:
         L.append("-" * len(head))
         b = self.extra.get("bytes")
         if b:
-            L.append(f"bytes per input record (x1 run, key+value; input {self.input_bytes / self.n:,.0f} B/record):")
-            total_n = total_b = 0
+            disk = self.extra.get("disk")
+            how = (f"the broker's log size, the producer's lz4 batches, by {self.extra.get('disk_how')}"
+                   if disk is not None else f"n/a ({self.extra.get('disk_how')})")
+            L.append(f"bytes per input record (x1 run, key+value; input {self.input_bytes / self.n:,.0f} B/record; "
+                     f"on disk: {how}):")
+            total_n = total_b = total_d = 0
             for name in self.extra["changelogs"] + [t for t in INTERNAL if t in b]:
                 n, by = b[name]
                 total_n += n
                 total_b += by
                 kind = "changelog" if name in self.extra["changelogs"] else "topic"
-                L.append(f"  {kind:9s} {name:34s} {n:9,d} records {by / self.n:10,.1f} B/record")
-            L.append(f"  {'total':44s} {total_n:9,d} records {total_b / self.n:10,.1f} B/record "
-                     f"({total_b / self.input_bytes:.2f}x the input bytes)")
+                if disk is not None:
+                    total_d += disk[name]
+                    on_disk = f"{disk[name] / self.n:10,.1f} B/record on disk"
+                else:
+                    on_disk = f"{'n/a':>10s} B/record on disk"
+                L.append(f"  {kind:9s} {name:34s} {n:9,d} records {by / self.n:10,.1f} B/record {on_disk}")
+            on_disk = f"{total_d / self.n:10,.1f} B/record on disk" if disk is not None else f"{'n/a':>10s} B/record on disk"
+            L.append(f"  {'total':44s} {total_n:9,d} records {total_b / self.n:10,.1f} B/record {on_disk} "
+                     f"({total_b / self.input_bytes:.2f}x the input bytes"
+                     + (f", {total_d / self.input_bytes:.2f}x on disk)" if disk is not None else ")"))
         lat = self.extra.get("latency")
         if lat:
             L.append(f"wall-clock latency, shipment.exception -> its alert on shop.alerts, {lat['seen']}/{lat['n']} "

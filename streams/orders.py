@@ -38,6 +38,99 @@ _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
 _BLAME = ("merchant", "both")
 
+# ------------------------------------------------------------------ documents
+#
+# An order's table document ("s" of its partition document) is a list, format 1:
+# positions instead of field names, the format number first, instants (but
+# ``first_us``) as offsets from ``first_us``, flags as 0/1, empty or unset fields
+# at the end left out, and the indicator ``items`` not stored at all: they are a
+# function of the other facts (``OrderLogic.items``, which the logic keeps equal
+# to ``items`` after every step), recomputed by ``restore``. ``restore`` also
+# takes the dict of the first documents (field names, items included).
+DOC_FORMAT = 1
+
+# Short forms of format 1: a value in one of these tables is stored as its index,
+# any other value as itself (these fields hold strings, so an int is always an
+# index). Frozen: a new value goes at the end of its table, never in between.
+_PLATFORMS = ("xiaohongshu", "douyin", "kuaishou", "jd", "tmall")
+_TRADE_TYPES = ("domestic", "bonded", "direct_mail")
+_REFUND_KINDS = ("refund_only", "return_refund", "exchange")
+_REFUND_REASONS = ("no_reason", "quality", "not_as_described", "damaged", "spoiled", "wrong_item", "counterfeit",
+                   "logistics", "not_received", "other")
+_RESPONSIBLE = ("merchant", "buyer", "both", "none")
+_REFUND_STEPS = ("requested", "approved", "rejected", "return_shipped", "return_signed", "received", "intervened",
+                 "judged", "completed", "closed", "proof_uploaded")
+_PLATFORM_CODE = {v: i for i, v in enumerate(_PLATFORMS)}
+_TRADE_CODE = {v: i for i, v in enumerate(_TRADE_TYPES)}
+_KIND_CODE = {v: i for i, v in enumerate(_REFUND_KINDS)}
+_REASON_CODE = {v: i for i, v in enumerate(_REFUND_REASONS)}
+_RESP_CODE = {v: i for i, v in enumerate(_RESPONSIBLE)}
+_STEP_CODE = {v: i for i, v in enumerate(_REFUND_STEPS)}
+_PAID_KEYS = frozenset(("amount_fen", "trade_type", "category", "cod", "virtual", "live"))
+_ORDER_FIELDS = 29  # elements of a complete format-1 order document
+
+
+def pack_ids(ids) -> str | list:
+    """A set of ids (event ids) as one string: their common prefix, then what follows it in
+    each id, sorted, space-separated ("e0000 11189 7162" for e000011189 and e00007162); a
+    sorted list when an id holds a space, or there is none."""
+    ids = sorted(ids)
+    if not ids:
+        return []
+    a, z = ids[0], ids[-1]  # (sorted: the common prefix of all is theirs)
+    lo, hi = 0, min(len(a), len(z))
+    while lo < hi:  # the length of that prefix, by bisection (few string compares, no loop per character)
+        mid = (lo + hi + 1) >> 1
+        if a[:mid] == z[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    j = " " + " ".join(ids)
+    if j.count(" ") != len(ids):
+        return ids  # an id holds a space
+    prefix = a[:lo]
+    # every space starts an id, and every id starts with the prefix
+    return prefix + j.replace(" " + prefix, " ") if prefix else j
+
+
+def unpack_ids(x) -> set:
+    if type(x) is str:
+        parts = x.split(" ")
+        prefix = parts[0]
+        return {prefix + rest for rest in parts[1:]}
+    return set(x)
+
+
+def _pack_paid(p: dict):
+    if p.keys() != _PAID_KEYS:
+        return p  # (not built by on_event: kept as it is)
+    cod, virtual, live = p["cod"], p["virtual"], p["live"]
+    tt = p["trade_type"]
+    flags = (cod + 2 * virtual + 4 * live if type(cod) is bool and type(virtual) is bool and type(live) is bool
+             else [cod, virtual, live])
+    return [p["amount_fen"], _TRADE_CODE.get(tt, tt), p["category"], flags]
+
+
+def _unpack_paid(x) -> dict:
+    if type(x) is dict:
+        return x
+    amount, tt, category, flags = x
+    if type(flags) is int:
+        cod, virtual, live = bool(flags & 1), bool(flags & 2), bool(flags & 4)
+    else:
+        cod, virtual, live = flags
+    return {"amount_fen": amount, "trade_type": _TRADE_TYPES[tt] if type(tt) is int else tt, "category": category,
+            "cod": cod, "virtual": virtual, "live": live}
+
+
+def _short_key(k: str, suffix: str, n: int) -> str:
+    """An alert key "kind|subject" without "|order_id" when that is its subject (kinds hold no "|")."""
+    if k.endswith(suffix):
+        short = k[:-n]
+        if "|" not in short:
+            return short
+    return k
+
 
 class Refund:
     __slots__ = ("rid", "kind", "reason", "no_return", "amount", "damage_ratio", "t", "seq", "responsible",
@@ -93,6 +186,7 @@ class Refund:
         return total
 
     def snapshot(self) -> dict:
+        """The dict of the first documents (kept for tests and tools; orders store ``pack``)."""
         return {k: getattr(self, k) for k in self.__slots__}
 
     @classmethod
@@ -100,6 +194,48 @@ class Refund:
         r = cls(d["rid"])
         for k in cls.__slots__:
             setattr(r, k, d[k])
+        return r
+
+    def pack(self, b: int) -> list:
+        """Format 1, instants as offsets from ``b``: [rid, kind, reason, no_return, amount,
+        damage_ratio, steps, responsible, judged_us, judged_eid], trailing nulls left out;
+        steps flat ([ts, step, ts, step, ...]); ``t`` is left out (the earliest ts of each step)."""
+        seq = []
+        for ts, step in self.seq:
+            seq.append(ts - b)
+            seq.append(_STEP_CODE.get(step, step))
+        kind, reason, resp, judged = self.kind, self.reason, self.responsible, self.judged_us
+        d = [self.rid, _KIND_CODE.get(kind, kind), _REASON_CODE.get(reason, reason), 1 if self.no_return else 0,
+             self.amount, self.damage_ratio, seq, _RESP_CODE.get(resp, resp),
+             None if judged is None else judged - b, self.judged_eid]
+        while d[-1] is None:
+            d.pop()
+        return d
+
+    @classmethod
+    def unpack(cls, d: list, b: int) -> Refund:
+        n = len(d)
+        if n < 10:
+            d = [*d, *(None,) * (10 - n)]
+        rid, kind, reason, no_return, amount, ratio, flat, resp, judged, judged_eid = d
+        r = cls(rid)
+        r.kind = _REFUND_KINDS[kind] if type(kind) is int else kind
+        r.reason = _REFUND_REASONS[reason] if type(reason) is int else reason
+        r.no_return = bool(no_return)
+        r.amount = amount
+        r.damage_ratio = ratio
+        t = r.t
+        seq = r.seq
+        for i in range(0, len(flat), 2):
+            ts, step = flat[i] + b, flat[i + 1]
+            if type(step) is int:
+                step = _REFUND_STEPS[step]
+            seq.append([ts, step])
+            if step not in t or ts < t[step]:  # as _on_refund keeps it
+                t[step] = ts
+        r.responsible = _RESPONSIBLE[resp] if type(resp) is int else resp
+        r.judged_us = None if judged is None else judged + b
+        r.judged_eid = judged_eid
         return r
 
 
@@ -144,7 +280,136 @@ class OrderState:
         self.items: dict[str, tuple] = {}
         self.ver = 0  # how many times the items changed: the version a shop has applied
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> list:
+        """The state as a table document, format 1 (a JSON-able list; see "documents" above):
+        [1, order_id, platform, shop_id, seen, first_us, ver, paid, paid_us, lst_us, due_passed,
+        shipped_us, carrier, tracking_no, no_logistics, first_scan_us, last_scan_us, scans,
+        last_ofd_us, signed_us, cancelled_us, fake_us, review, complaints, refunds, open, count,
+        done, marks]. Built from fresh lists only: nothing in it is shared with the state."""
+        b = self.first_us or 0
+        oid = self.order_id
+        p = self.platform
+        paid = self.paid
+        v = self.paid_us
+        lst = self.lst_us
+        shipped = self.shipped_us
+        fscan = self.first_scan_us
+        lscan = self.last_scan_us
+        ofd = self.last_ofd_us
+        signed = self.signed_us
+        canc = self.cancelled_us
+        fake = self.fake_us
+        d = [DOC_FORMAT, oid, _PLATFORM_CODE.get(p, p), self.shop_id, pack_ids(self.seen), self.first_us, self.ver,
+             None if paid is None else _pack_paid(paid), None if v is None else v - b,
+             None if lst is None else lst - b, 1 if self.due_passed else 0,
+             None if shipped is None else shipped - b, self.carrier, self.tracking_no, 1 if self.no_logistics else 0,
+             None if fscan is None else fscan - b, None if lscan is None else lscan - b, self.scans,
+             None if ofd is None else ofd - b, None if signed is None else signed - b,
+             None if canc is None else canc - b, None if fake is None else fake - b]
+        # the rarely set ones: null when unset or empty (and left out at the end)
+        rv = self.review
+        d.append(None if rv is None else [rv[0] - b, rv[1], rv[2], rv[3]])
+        if self.complaints:
+            flat = []
+            for cid, (filed, judged, resp, malicious, eid) in self.complaints.items():
+                flat += (cid, None if filed is None else filed - b, None if judged is None else judged - b, resp,
+                         malicious, eid)
+            d.append(flat)
+        else:
+            d.append(None)
+        d.append([r.pack(b) for r in self.refunds.values()] if self.refunds else None)
+        if self.open or self.count or self.done or self.marks:
+            suffix = "|" + oid
+            n = len(suffix)
+            count = self.count
+            opened = []
+            for key, alert_id in self.open.items():
+                kind, _, subject = key.partition("|")
+                base = f"{kind}:{p}:{subject}"
+                short = _short_key(key, suffix, n)
+                # the alert id is the one _fire makes from the key: stored only when it is not
+                opened.append(short if alert_id == (f"{base}:{count.get(key)}" if kind in NUMBERED else base)
+                              else [short, alert_id])
+            d.append(opened or None)
+            d.append({_short_key(k, suffix, n): c for k, c in count.items()} if count else None)
+            d.append(sorted(_short_key(k, suffix, n) for k in self.done) if self.done else None)
+            d.append(dict(self.marks) if self.marks else None)
+        while d[-1] is None:
+            d.pop()
+        return d
+
+    @classmethod
+    def restore(cls, d) -> OrderState:
+        """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
+        if type(d) is dict:
+            return cls._restore_dict(d)
+        if d[0] != DOC_FORMAT:
+            raise ValueError(f"order document of an unknown format: {d[0]!r}")
+        n = len(d)
+        if n < _ORDER_FIELDS:
+            d = [*d, *(None,) * (_ORDER_FIELDS - n)]
+        (_f, oid, p, shop_id, seen, first, ver, paid, paid_us, lst, due_passed, shipped, carrier, tracking_no,
+         no_logistics, fscan, lscan, scans, ofd, signed, canc, fake, review, complaints, refunds, opened, count,
+         done, marks) = d
+        b = first or 0
+        s = cls(oid)
+        s.platform = p = _PLATFORMS[p] if type(p) is int else p
+        s.shop_id = shop_id
+        s.seen = unpack_ids(seen)
+        s.first_us = first
+        s.ver = ver
+        if paid is not None:
+            s.paid = _unpack_paid(paid)
+        s.paid_us = None if paid_us is None else paid_us + b
+        s.lst_us = None if lst is None else lst + b
+        s.due_passed = bool(due_passed)
+        s.shipped_us = None if shipped is None else shipped + b
+        s.carrier = carrier
+        s.tracking_no = tracking_no
+        s.no_logistics = bool(no_logistics)
+        s.first_scan_us = None if fscan is None else fscan + b
+        s.last_scan_us = None if lscan is None else lscan + b
+        s.scans = scans
+        s.last_ofd_us = None if ofd is None else ofd + b
+        s.signed_us = None if signed is None else signed + b
+        s.cancelled_us = None if canc is None else canc + b
+        s.fake_us = None if fake is None else fake + b
+        if review is not None:
+            s.review = [review[0] + b, review[1], review[2], review[3]]
+        if complaints:
+            cs = s.complaints
+            for i in range(0, len(complaints), 6):
+                cid, filed, judged, resp, malicious, eid = complaints[i:i + 6]
+                cs[cid] = [None if filed is None else filed + b, None if judged is None else judged + b, resp,
+                           malicious, eid]
+        if refunds:
+            s.refunds = {r.rid: r for r in (Refund.unpack(x, b) for x in refunds)}
+        suffix = "|" + oid
+        if count:
+            s.count = {(k if "|" in k else k + suffix): c for k, c in count.items()}
+        if opened:
+            for e in opened:
+                if type(e) is str:
+                    key = e if "|" in e else e + suffix
+                    kind, _, subject = key.partition("|")
+                    alert_id = f"{kind}:{p}:{subject}"
+                    if kind in NUMBERED:
+                        alert_id = f"{alert_id}:{s.count.get(key)}"
+                else:
+                    key = e[0] if "|" in e[0] else e[0] + suffix
+                    alert_id = e[1]
+                s.open[key] = alert_id
+        if done:
+            s.done = {(k if "|" in k else k + suffix) for k in done}
+        if marks:
+            s.marks = dict(marks)
+        # the items the logic keeps (OrderLogic.items of these facts; none before the first event)
+        s.items = OrderLogic.items(s) if ver else {}
+        return s
+
+    def snapshot_dict(self) -> dict:
+        """The dict of the first documents (field names, items included), which ``restore``
+        still takes: what existing tables and changelogs hold."""
         d = {k: getattr(self, k) for k in self.__slots__}
         d["seen"] = sorted(self.seen)
         d["done"] = sorted(self.done)
@@ -153,7 +418,7 @@ class OrderState:
         return d
 
     @classmethod
-    def restore(cls, d: dict) -> OrderState:
+    def _restore_dict(cls, d: dict) -> OrderState:
         s = cls(d["order_id"])
         for k in cls.__slots__:
             setattr(s, k, d[k])
@@ -556,7 +821,10 @@ class OrderLogic:
     def _update_items(self, s: OrderState, at_us: int, fx: Effects) -> None:
         update_items(s, self.items(s), at_us, fx)
 
-    def items(self, s: OrderState) -> dict[str, tuple]:
+    @staticmethod
+    def items(s: OrderState) -> dict[str, tuple]:
+        """The order's indicator items: a function of its facts alone (no rules), so a
+        compact document leaves them out and ``OrderState.restore`` recomputes them."""
         p = s.platform
         out: dict[str, tuple] = {"_seen": ("_seen", s.first_us, s.first_us, 0)}
         paid = s.paid

@@ -68,7 +68,9 @@ class ShopAlerts:
         self.owed: dict[str, dict[str, list]] = {}
 
     def snapshot(self) -> dict:
-        return {"shop": self.shop_id, "log": self.log, "owed": self.owed}
+        # fresh containers: Faust serialises a changelog value later, after processing resumed
+        return {"shop": self.shop_id, "log": dict(self.log),
+                "owed": {k: {a: list(e) for a, e in v.items()} for k, v in self.owed.items()}}
 
     @classmethod
     def restore(cls, doc: dict, shop_id: str | None = None) -> ShopAlerts:

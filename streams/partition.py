@@ -43,12 +43,88 @@ from __future__ import annotations
 
 from collections import deque
 
+from shopwatch.schemas.events import parse_ts_us
+
 from .clock import EVENT, WALL
 from .engine import TimerHeap
 from .logic import Effects, diff_items
 
 REC = "rec/"  # table key prefix of the shop side's entity records
 PEND = "pend/"  # table key prefix of the shop side's queued updates
+_UPDATE_KEYS = frozenset(("shop", "e", "v", "at", "items"))
+
+# Short forms of a keyed document's queued events (format 1; frozen: new values go
+# at the end). An event type found here is stored as its index.
+_EVENT_TYPES = (
+    "order.paid", "order.shipped", "order.cancelled", "review.posted", "complaint.filed", "complaint.judged",
+    "shipment.picked_up", "shipment.in_transit", "shipment.out_for_delivery", "shipment.signed", "shipment.customs",
+    "shipment.exception", "shipment.fake_flagged", "refund.requested", "refund.approved", "refund.rejected",
+    "refund.return_shipped", "refund.return_signed", "refund.received", "refund.intervened", "refund.judged",
+    "refund.completed", "refund.closed", "refund.proof_uploaded", "chat.started", "chat.assigned", "chat.message",
+    "chat.closed", "chat.rated",
+)
+_TYPE_CODE = {t: i for i, t in enumerate(_EVENT_TYPES)}
+_KEY_FIELDS = ("order_id", "session_id")  # the field an event is keyed by (its document's key)
+_EVENT_BASE = frozenset(("event_id", "type", "ts", "ts_us", "platform", "shop_id"))
+
+
+def pack_event(ev: dict, key: str, st) -> list | dict:
+    """A queued event in a keyed document (format 1): [event_id, type, ts, platform, shop_id,
+    key field, other fields], trailing nulls left out. ``type`` is its index in _EVENT_TYPES (or
+    itself); ``platform`` and ``shop_id`` are null when they are the state's; the key field is
+    the index in _KEY_FIELDS of the field holding the document's key (left out of the other
+    fields); ``ts_us`` is left out when it is ``parse_ts_us(ts)`` (so the validator's). An event
+    without these fields stays the dict it is."""
+    if not _EVENT_BASE <= ev.keys():
+        return ev
+    t, p, shop, ts = ev["type"], ev["platform"], ev["shop_id"], ev["ts"]
+    if p is None or shop is None:
+        return ev
+    rest = {k: v for k, v in ev.items() if k not in _EVENT_BASE}
+    kf = None
+    for i, f in enumerate(_KEY_FIELDS):
+        if f in rest and rest[f] == key:
+            del rest[f]
+            kf = i
+            break
+    try:
+        derived = parse_ts_us(ts) == ev["ts_us"]
+    except ValueError:
+        derived = False
+    if not derived:
+        rest["ts_us"] = ev["ts_us"]
+    d = [ev["event_id"], _TYPE_CODE.get(t, t), ts,
+         None if st is not None and p == st.platform else p,
+         None if st is not None and shop == st.shop_id else shop, kf, rest or None]
+    while d[-1] is None:
+        d.pop()
+    return d
+
+
+def unpack_event(d, key: str, st) -> dict:
+    if type(d) is dict:
+        return d
+    n = len(d)
+    if n < 7:
+        d = [*d, *(None,) * (7 - n)]
+    eid, t, ts, p, shop, kf, rest = d
+    ev = {"event_id": eid, "type": _EVENT_TYPES[t] if type(t) is int else t, "ts": ts,
+          "platform": st.platform if p is None else p, "shop_id": st.shop_id if shop is None else shop}
+    if kf is not None:
+        ev[_KEY_FIELDS[kf]] = key
+    if rest:
+        ev.update(rest)
+    if "ts_us" not in ev:
+        ev["ts_us"] = parse_ts_us(ts)
+    return ev
+
+
+def _shift(x, b: int):
+    return x - b if type(x) is int else x
+
+
+def _unshift(x, b: int):
+    return x + b if type(x) is int else x
 
 
 class Outputs:
@@ -153,13 +229,30 @@ class KeyedPartition:
     """``kind`` names the entities ("orders", "chats") in the ids sent to shops;
     ``committed(source)`` is the committed offset of ``source`` on this partition
     (None before the first commit); ``docs`` is the table (key -> document) the
-    shell writes ``writes`` to — without it states stay in memory."""
+    shell writes ``writes`` to — without it states stay in memory.
+
+    A key's document, what ``drain`` writes: ``{"p": partition, "s": state,
+    "q": queued records, "o": outbox}``, ``s`` the state's ``snapshot()`` (a
+    compact list, streams/orders.py and streams/sessions.py), each part left out
+    when there is none. The source of a queued record or an outbox entry is its
+    index in ``sources`` (so the order of ``sources`` is part of the format; a
+    source not in it, the tick topic, stays a name). A queued record is
+    ``[source, offset, event]``, the event in the short form of ``pack_event``.
+    An outbox entry is ``[source, offset, "a", alert]``, or for an update
+    ``[source, offset, at]`` when it is of the state's own version (shop, id,
+    version and items are the state's, made again at recovery) and ``[source,
+    offset, version, at, items]`` for an earlier one (instants as offsets from
+    the state's ``first_us``); an update that is not the state's is kept whole,
+    ``[source, offset, "u", update]``. Documents of earlier workers (``s`` a
+    dict with field names, sources by name, whole events and updates, empty
+    ``q``/``o`` written out) are read as well."""
 
     def __init__(self, logic, partition: int, sources: list[str], domain: str = EVENT,
                  key_of=None, kind: str = "orders", committed=None, docs=None) -> None:
         self.logic = logic
         self.partition = partition
         self.sources = list(sources)
+        self._source_code = {src: i for i, src in enumerate(self.sources)}
         self.domain = domain
         self.key_of = key_of
         self.kind = kind
@@ -199,11 +292,12 @@ class KeyedPartition:
                 if not isinstance(self.states, DocStates):
                     self.states[key] = st
                 self.timers.want("k", key, self.logic.timers(st))
-            plist = [list(r) for r in doc.get("q") or () if self._is_committed(r)]
+            plist = [r for r in (self._unpack_queued(key, st, r) for r in doc.get("q") or ())
+                     if self._is_committed(r)]
             if plist:
                 self.pending[key] = plist
                 recs.extend(plist)
-            box = [e for e in doc.get("o") or () if not self._is_committed(e)]
+            box = [e for e in (self._unpack_out(key, st, e) for e in doc.get("o") or ()) if not self._is_committed(e)]
             if box:
                 self.outbox[key] = box
                 for e in box:
@@ -213,6 +307,54 @@ class KeyedPartition:
         # in the order they first went out: a shop merges each stream as a time-ordered queue
         out.updates.sort(key=lambda u: (u["at"], u["v"]))
         return out
+
+    # ------------------------------------------------------------- documents
+    def _pack(self, key, st, q, box) -> dict:
+        """A key's document (see the class docstring)."""
+        code = self._source_code
+        doc = {"p": self.partition}
+        if st is not None:
+            doc["s"] = st.snapshot()
+        if q:
+            doc["q"] = [[code.get(r[0], r[0]), r[1], pack_event(r[2], key, st)] for r in q]
+        if box:
+            if st is not None:
+                b = st.first_us or 0
+                shop, e_id, ver = f"{st.platform}:{st.shop_id}", f"{self.kind}/{key}", st.ver
+            out = []
+            for e in box:
+                src = code.get(e[0], e[0])
+                u = e[3]
+                if e[2] == "u" and st is not None and u.keys() == _UPDATE_KEYS and u["shop"] == shop \
+                        and u["e"] == e_id:
+                    if u["v"] == ver:  # the state's own version: its items are the state's
+                        out.append([src, e[1], _shift(u["at"], b)])
+                    else:
+                        out.append([src, e[1], u["v"], _shift(u["at"], b),
+                                    [[it[0], it[1], _shift(it[2], b), *it[3:]] for it in u["items"]]])
+                else:
+                    out.append([src, e[1], e[2], u])
+            doc["o"] = out
+        return doc
+
+    def _source(self, x) -> str:
+        """A source as a document names it: its index in ``sources``, or its name."""
+        return self.sources[x] if type(x) is int else x
+
+    def _unpack_queued(self, key, st, r) -> list:
+        return [self._source(r[0]), r[1], unpack_event(r[2], key, st)]
+
+    def _unpack_out(self, key, st, e) -> list:
+        n = len(e)
+        if n == 4:  # [source, offset, "a" | "u", alert | update]
+            return [self._source(e[0]), e[1], e[2], e[3]]
+        b = st.first_us or 0
+        if n == 3:  # the update of the state's own version, made again from the state
+            return [self._source(e[0]), e[1], "u", self._update(key, st, _unshift(e[2], b))]
+        _src, off, v, at, items = e  # an earlier version: [source, offset, version, at, items]
+        return [self._source(e[0]), off, "u",
+                {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": v, "at": _unshift(at, b),
+                 "items": [[it[0], it[1], _unshift(it[2], b), *it[3:]] for it in items]}]
 
     def _is_committed(self, entry) -> bool:
         c = self.committed(entry[0])
@@ -276,7 +418,6 @@ class KeyedPartition:
         the offsets. So a document on the changelog never holds an output the
         broker may not have: the outputs it would send again after a crash are
         copies, and the shops never see a stream's updates out of order."""
-        p = self.partition
         writes = []
         for key in self.dirty:
             st = self.states.get(key)
@@ -285,8 +426,7 @@ class KeyedPartition:
             if st is None and not q and not box:
                 writes.append((key, None))
             else:
-                writes.append((key, {"p": p, "s": st.snapshot() if st is not None else None,
-                                     "q": q or [], "o": box or []}))
+                writes.append((key, self._pack(key, st, q, box)))
         self.dirty = {}
         return writes
 

@@ -21,9 +21,24 @@ from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
 from .logic import Effects, update_items
+from .orders import _PLATFORM_CODE, _PLATFORMS, pack_ids, unpack_ids
 
 SERVICE_START_S = 9 * 3600
 SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
+
+# A session's table document, format 1 (like an order's, streams/orders.py): a list
+# [1, session_id, platform, shop_id, seen, first_us, ver, started_us, assigned_us,
+# closed_us, msgs, rating], ``seen`` as ``orders.pack_ids`` writes it, instants but
+# ``first_us`` as offsets from it, messages flat ([ts, sender, ts, sender, ...], each
+# ts an offset from the previous one), trailing nulls left out, and no ``items``:
+# ``SessionLogic.items`` of the other facts, recomputed by ``restore`` (which also
+# takes the dict of the first documents).
+DOC_FORMAT = 1
+# short forms of format 1 (frozen: new values go at the end): a value here is stored as its
+# index (the platforms: the table of the order documents)
+_SENDERS = ("buyer", "agent", "bot", "system")
+_SENDER_CODE = {v: i for i, v in enumerate(_SENDERS)}
+_SESSION_FIELDS = 12
 
 
 class SessionState:
@@ -44,14 +59,74 @@ class SessionState:
         self.items: dict[str, tuple] = {}
         self.ver = 0  # how many times the items changed: the version a shop has applied
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> list:
+        """The state as a table document, format 1 (see above); nothing in it is shared with the state."""
+        b = self.first_us or 0
+        p = self.platform
+        started, assigned, closed = self.started_us, self.assigned_us, self.closed_us
+        d = [DOC_FORMAT, self.session_id, _PLATFORM_CODE.get(p, p), self.shop_id, pack_ids(self.seen),
+             self.first_us, self.ver,
+             None if started is None else started - b, None if assigned is None else assigned - b,
+             None if closed is None else closed - b]
+        if self.msgs:
+            flat = []
+            prev = b
+            code = _SENDER_CODE
+            for ts, sender in self.msgs:
+                flat += (ts - prev, code.get(sender, sender))
+                prev = ts
+            d.append(flat)
+        else:
+            d.append(None)
+        r = self.rating
+        d.append(None if r is None else [r[0] - b, r[1], r[2]])
+        while d[-1] is None:
+            d.pop()
+        return d
+
+    @classmethod
+    def restore(cls, d) -> SessionState:
+        """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
+        if type(d) is dict:
+            return cls._restore_dict(d)
+        if d[0] != DOC_FORMAT:
+            raise ValueError(f"session document of an unknown format: {d[0]!r}")
+        n = len(d)
+        if n < _SESSION_FIELDS:
+            d = [*d, *(None,) * (_SESSION_FIELDS - n)]
+        _f, sid, p, shop_id, seen, first, ver, started, assigned, closed, flat, rating = d
+        b = first or 0
+        s = cls(sid)
+        s.platform = _PLATFORMS[p] if type(p) is int else p
+        s.shop_id = shop_id
+        s.seen = unpack_ids(seen)
+        s.first_us = first
+        s.ver = ver
+        s.started_us = None if started is None else started + b
+        s.assigned_us = None if assigned is None else assigned + b
+        s.closed_us = None if closed is None else closed + b
+        if flat:
+            msgs = s.msgs
+            ts = b
+            for i in range(0, len(flat), 2):
+                ts += flat[i]
+                sender = flat[i + 1]
+                msgs.append([ts, _SENDERS[sender] if type(sender) is int else sender])
+        if rating is not None:
+            s.rating = [rating[0] + b, rating[1], rating[2]]
+        # the items the logic keeps (SessionLogic.items of these facts; none before the first event)
+        s.items = SessionLogic.items(s) if ver else {}
+        return s
+
+    def snapshot_dict(self) -> dict:
+        """The dict of the first documents (field names, items included), which ``restore`` still takes."""
         d = {k: getattr(self, k) for k in self.__slots__}
         d["seen"] = sorted(self.seen)
         d["items"] = {k: list(v) for k, v in self.items.items()}
         return d
 
     @classmethod
-    def restore(cls, d: dict) -> SessionState:
+    def _restore_dict(cls, d: dict) -> SessionState:
         s = cls(d["session_id"])
         for k in cls.__slots__:
             setattr(s, k, d[k])
@@ -159,7 +234,10 @@ class SessionLogic:
     def on_timer(self, s: SessionState, name: str, due_us: int, fx: Effects) -> None:
         return None
 
-    def items(self, s: SessionState) -> dict[str, tuple]:
+    @staticmethod
+    def items(s: SessionState) -> dict[str, tuple]:
+        """The session's indicator items: a function of its facts alone (no rules), so a
+        compact document leaves them out and ``SessionState.restore`` recomputes them."""
         p = s.platform
         out: dict[str, tuple] = {"_seen": ("_seen", s.first_us, s.first_us, 0)}
         if p in ("xiaohongshu", "jd"):
