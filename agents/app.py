@@ -44,13 +44,19 @@ from faust.tables.recovery import Recovery
 
 from shopwatch.agents.settings import Settings
 from shopwatch.agents.settings import settings as load_settings
-from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, TOPIC_ORDERS, TOPIC_REFUNDS, TOPIC_SHIPMENTS
+from shopwatch.schemas.events import (
+    INPUT_TOPICS,
+    TOPIC_ALERTS,
+    TOPIC_CHATS,
+    TOPIC_DLQ,
+    TOPIC_ORDERS,
+    TOPIC_REFUNDS,
+    TOPIC_SCORES,
+    TOPIC_SHIPMENTS,
+)
 
 log = logging.getLogger(__name__)
 
-TOPIC_DLQ = "shop.dlq"
-TOPIC_ALERTS = "shop.alerts"
-TOPIC_SCORES = "shop.scores"
 ORDER_KEYED_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS)
 OUTPUT_TOPICS = (TOPIC_DLQ, TOPIC_ALERTS, TOPIC_SCORES)
 # Kafka topic configs per default topic name.

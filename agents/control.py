@@ -23,11 +23,10 @@ import sys
 
 import orjson
 
-from shopwatch.schemas.events import InvalidEvent, fmt_us, parse_ts_us
+from shopwatch.schemas.events import TOPIC_TICKS, InvalidEvent, fmt_us, parse_ts_us
 
 from .replay import UsageError, time_window, wall_now_us
 from .settings import settings
-from .topology import TOPIC_TICKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

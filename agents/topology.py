@@ -43,7 +43,17 @@ from faust.types import TP
 from prometheus_client import Counter
 from yarl import URL
 
-from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, TOPIC_ORDERS, TOPIC_REFUNDS, TOPIC_SHIPMENTS
+from shopwatch.schemas.events import (
+    INPUT_TOPICS,
+    TOPIC_ALERTS,
+    TOPIC_CHATS,
+    TOPIC_CONTRIBS,
+    TOPIC_ORDERS,
+    TOPIC_REFUNDS,
+    TOPIC_SCORES,
+    TOPIC_SHIPMENTS,
+    TOPIC_TICKS,
+)
 from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
 from shopwatch.streams.config import Rules
 from shopwatch.streams.orders import OrderLogic, OrderState
@@ -57,11 +67,6 @@ from .settings import Settings
 
 log = logging.getLogger("shopwatch.topology")
 
-TOPIC_TICKS = "shop.ticks"
-TOPIC_CONTRIBS = "shop.contribs"
-TOPIC_ALERTS = "shop.alerts"
-TOPIC_SCORES = "shop.scores"
-TOPIC_DLQ = "shop.dlq"
 
 ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes recorded for the chat sinks (each once)",
                          ["kind", "status"])

@@ -13,8 +13,9 @@ import time
 
 import orjson
 
+from shopwatch.schemas.events import TOPIC_ALERTS, TOPIC_SCORES
+
 from .settings import settings
-from .topology import TOPIC_ALERTS, TOPIC_SCORES
 
 MAIN = {
     "xiaohongshu": ("on_time_ship_rate", "pay_to_sign_hours", "reply_3min_rate"),

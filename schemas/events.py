@@ -67,6 +67,12 @@ TOPIC_ORDERS = "shop.orders"
 TOPIC_SHIPMENTS = "shop.shipments"
 TOPIC_REFUNDS = "shop.refunds"
 TOPIC_CHATS = "shop.chats"
+# ... and the topics the workers write (shop.ticks and shop.contribs are internal)
+TOPIC_ALERTS = "shop.alerts"
+TOPIC_SCORES = "shop.scores"
+TOPIC_DLQ = "shop.dlq"
+TOPIC_TICKS = "shop.ticks"
+TOPIC_CONTRIBS = "shop.contribs"
 
 
 class InvalidEvent(ValueError):

@@ -412,3 +412,10 @@ def test_tick_refuses_until_outside_the_window(until, words):
 def test_tick_unreachable_broker_is_one_line():
     p = tick("--until", iso(_now_us()))
     one_line_error(p, 1, "shopwatch tick: ", "127.0.0.1:1")
+
+
+def test_the_replay_path_does_not_load_faust_or_aiohttp():
+    code = ("import shopwatch.agents.cli, sys; "
+            "print(sorted(m for m in ('faust', 'aiohttp', 'aiokafka', 'mode') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
