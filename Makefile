@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA := bash deploy/kafka/kafka.sh
 
-.PHONY: setup demo test lint unit broker acceptance bench kafka-up kafka-down clean
+.PHONY: setup demo test test-quick lint acceptance bench kafka-up kafka-down clean
 
 $(BIN)/shopwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: setup
 
 acceptance: setup
 	../shared/acceptance/check
+
+# The quick tier while editing: core and shell tests without the broker and without
+# the ones marked slow (the crash model, long runs); make test runs them all.
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not broker and not slow"
 
 # Replay speed (bench/replay_bench.py), then the workers on the local broker next to
 # three baseline consumers (bench/worker_bench.py; WORKER_BENCH_ARGS="--events N ...").

@@ -258,6 +258,7 @@ def run_validate(fn, ev, *args):
     return "valid", list(out.items())
 
 
+@pytest.mark.slow
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ev=raw_events(), topic=st.sampled_from([None, None, E.TOPIC_ORDERS, E.TOPIC_CHATS]),
        max_ts=st.sampled_from([None, E.parse_ts_us("2026-12-01T00:00:00+08:00")]),

@@ -306,6 +306,7 @@ def _check(c, evs, until):
     return r_alerts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_partitions_with_skewed_topics_equal_replay(seed):
     evs = _events(seed=seed)
@@ -316,6 +317,7 @@ def test_partitions_with_skewed_topics_equal_replay(seed):
     assert len(c.alerts.log) == len(r_alerts), "no crash, so no alert change goes out twice"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 4, 5, 6])
 def test_crashes_lose_and_double_count_nothing(seed):
     """Workers die again and again at random instants, with random parts of their
