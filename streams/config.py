@@ -77,6 +77,15 @@ DEFAULTS: dict = {
     "douyin_downgrade": {"on_time_ship_rate": 0.99, "fake_ship_rate": 0.04, "im_first_response_minutes": 5.0,
                          "good_rate": 0.83, "complaint_rate": 0.002, "complaint_count": 1},
     "douyin_fast_upgrade": {"cap_share": 0.8, "review_rate": 0.10},
+    # retention (issue 13): an order or chat session whose latest instant (its latest fact, deadline
+    # or attribution instant) is more than its platform's retention ago is retired (streams/retention.py).
+    # after_sale_days: how long after the trade an after-sale request or dispute may still come
+    # (rules.md §9: 抖音 耐用品 6 months, the longest the seeds name; taken for every platform);
+    # retention_days: null = the derived horizon (the longest indicator window or cohort reach and
+    # after_sale_days) plus retention_margin_days
+    "after_sale_days": 186,
+    "retention_margin_days": 30,
+    "retention_days": None,
 }
 
 WINDOW_DAYS = {"xiaohongshu": 180, "douyin": 30, "douyin_experience": 90, "kuaishou": 30, "jd": 30, "tmall": 30}

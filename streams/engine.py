@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
-from .clock import EVENT, EventClock
+from .clock import EVENT, EventClock, day_start_us
 from .config import DEFAULT_RULES, Rules
 from .logic import Effects
 from .orders import OrderLogic
+from .retention import RETIRE, Calendar, Retention
 from .sessions import SessionLogic
 from .shop import ShopLogic
 
@@ -98,6 +99,11 @@ class Engine:
       ``ShopLogic.timer_key`` (its half-day of local time, open caps, level), so
       they are wanted again only when that key changed since they last were.
     - The heap is only popped here (``advance``), never through ``pop_due``.
+
+    Retention (streams/retention.py): after each step an order or session is filed in
+    ``calendar`` under its retirement day, and one heap entry per day (group ``RETIRE``, key the
+    day) sweeps that day's entities at its midnight: those whose day did not move are dropped
+    with their timers (``retired`` counts them), the others are filed again.
     """
 
     def __init__(self, rules: Rules | None = None, until_us: int | None = None) -> None:
@@ -113,6 +119,9 @@ class Engine:
         self.snapshots: list[dict] = []
         self.final_us: int | None = None  # the final clock, once finish() ran
         self._shop_tkeys: dict = {}  # shop key -> ShopLogic.timer_key when its timers were last wanted
+        self.retention = Retention(rules)
+        self.calendar = Calendar()  # (group, key) -> retirement day
+        self.retired = {ORDER: 0, SESSION: 0}
         # the hot path's shortcuts to the same objects
         self._orders, self._order_logic = self.states[ORDER], self.logic[ORDER]
         self._sessions, self._session_logic = self.states[SESSION], self.logic[SESSION]
@@ -139,6 +148,7 @@ class Engine:
             logic.on_event(st, ev, fx)
             if logic.has_timers:
                 self.timers.want(SESSION, key, logic.timers(st))
+            self._file(SESSION, key, st, None)
         else:
             key = ev["order_id"]
             logic = self._order_logic
@@ -161,6 +171,7 @@ class Engine:
                             del per[name]
             elif per is not None:
                 del self._order_sched[key]
+            self._file(ORDER, key, st, wanted)
         if fx.contribs or fx.alerts or fx.snapshots:
             self._drain(fx)
 
@@ -174,16 +185,47 @@ class Engine:
             due, _tie, group, key, name = heappop(heap)
             if not take(group, key, name, due):
                 continue  # stale (see the class notes): on_timer would do nothing
+            if group == RETIRE:
+                self._sweep(key)
+                continue
             st = states[group].get(key)
             if st is None:
                 continue
             logic = self.logic[group]
             logic.on_timer(st, name, due, fx)
-            timers.want(group, key, logic.timers(st))
+            wanted = logic.timers(st)
+            timers.want(group, key, wanted)
             if group == SHOP:
                 self._shop_tkeys.pop(key, None)
+            else:
+                self._file(group, key, st, wanted)
             if fx.contribs or fx.alerts or fx.snapshots:
                 self._drain(fx)
+
+    # ------------------------------------------------------------ retention
+    def _file(self, group: str, key, st, wanted) -> None:
+        d = self.retention.day_of(self.logic[group], st, wanted)
+        if d is not None and self.calendar.file((group, key), d):
+            self.timers.want(RETIRE, d, {RETIRE: day_start_us(d)})
+
+    def _sweep(self, day: int) -> None:
+        """The midnight beginning ``day``: retire the entities filed there whose day did not move."""
+        for gk in self.calendar.take(day):
+            group, key = gk
+            states = self.states[group]
+            st = states.get(key)
+            if st is None:
+                continue
+            logic = self.logic[group]
+            wanted = logic.timers(st) if logic.has_timers else None
+            d = self.retention.day_of(logic, st, wanted)
+            if d is not None and d > day:
+                if self.calendar.file(gk, d):
+                    self.timers.want(RETIRE, d, {RETIRE: day_start_us(d)})
+                continue
+            del states[key]
+            self.timers.scheduled.get(group, {}).pop(key, None)
+            self.retired[group] += 1
 
     def finish(self, until_us: int | None = None) -> None:
         """Move the clock to ``until`` (default: the greatest ts seen) firing every timer due by then."""

@@ -817,6 +817,32 @@ class OrderLogic:
         if kind == "ship_overdue":  # due_passed: the order counts in the on-time rate
             self._update_items(s, due_us, fx)
 
+    # -------------------------------------------------------------- retention
+    @staticmethod
+    def latest_us(s: OrderState):
+        """The latest instant of the order's facts (streams/retention.py): every instant it keeps,
+        the latest ship time included; None before its first event."""
+        m = s.first_us
+        if m is None:
+            return None
+        for v in (s.paid_us, s.lst_us, s.shipped_us, s.cancelled_us, s.fake_us, s.first_scan_us, s.last_scan_us,
+                  s.last_ofd_us, s.signed_us):
+            if v is not None and v > m:
+                m = v
+        if s.review is not None and s.review[0] > m:
+            m = s.review[0]
+        for c in s.complaints.values():
+            for v in (c[0], c[1]):
+                if v is not None and v > m:
+                    m = v
+        for r in s.refunds.values():
+            for ts, _step in r.seq:
+                if ts > m:
+                    m = ts
+            if r.judged_us is not None and r.judged_us > m:
+                m = r.judged_us
+        return m
+
     # ------------------------------------------------------------- indicators
     def _update_items(self, s: OrderState, at_us: int, fx: Effects) -> None:
         update_items(s, self.items(s), at_us, fx)

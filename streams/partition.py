@@ -45,9 +45,10 @@ from collections import deque
 
 from shopwatch.schemas.events import parse_ts_us
 
-from .clock import EVENT, WALL
+from .clock import EVENT, WALL, day_start_us
 from .engine import TimerHeap
 from .logic import Effects, diff_items
+from .retention import RETIRE, Calendar, Retention
 
 REC = "rec/"  # table key prefix of the shop side's entity records
 PEND = "pend/"  # table key prefix of the shop side's queued updates
@@ -194,11 +195,14 @@ class DocStates:
         self.cls = state_cls
         self.cache: dict = {}
         self.limit = limit
+        self.gone: set = set()  # retired since the last write-back: their documents still hold a state
 
     def get(self, key, default=None):
         st = self.cache.get(key)
         if st is not None:
             return st
+        if key in self.gone:
+            return default
         doc = self.docs.get(key)
         if doc is None or doc.get("s") is None:
             return default
@@ -207,17 +211,29 @@ class DocStates:
 
     def __setitem__(self, key, st) -> None:
         self.cache[key] = st
+        self.gone.discard(key)
+
+    def __delitem__(self, key) -> None:
+        self.cache.pop(key, None)
+        self.gone.add(key)
 
     def __contains__(self, key) -> bool:
         return self.get(key) is not None
 
     def trim(self) -> None:
+        """After a write-back (every changed key's document written, retired ones without a state)."""
+        self.gone.clear()
         if len(self.cache) > self.limit:
             self.cache.clear()
 
 
 def _never_committed(_source: str):
     return None
+
+
+def _qid(u: dict) -> tuple:
+    """An update in ``ShopPartition.queued``: (entity, version), and a retirement notice apart."""
+    return (u["e"], u["v"], "x") if u.get("x") else (u["e"], u["v"])
 
 
 def _pend_key(o) -> str:
@@ -267,6 +283,11 @@ class KeyedPartition:
         self._cause = (None, -1)
         self._touched: dict = {}
         self.dirty: dict = {}  # keys changed since the last drain(), in order
+        # retention (streams/retention.py): keys filed by retirement day, one sweep timer a day
+        self.retention = Retention(logic.rules)
+        self.calendar = Calendar()
+        self.retired = 0
+        self._gone_boxes: set = set()  # retired keys whose document still holds an outbox
 
     # ---------------------------------------------------------------- recovery
     def recover(self, docs) -> Outputs:
@@ -291,7 +312,9 @@ class KeyedPartition:
                 st = restore(doc["s"])
                 if not isinstance(self.states, DocStates):
                     self.states[key] = st
-                self.timers.want("k", key, self.logic.timers(st))
+                wanted = self.logic.timers(st)
+                self.timers.want("k", key, wanted)
+                self._file(key, st, wanted)
             plist = [r for r in (self._unpack_queued(key, st, r) for r in doc.get("q") or ())
                      if self._is_committed(r)]
             if plist:
@@ -302,6 +325,10 @@ class KeyedPartition:
                 self.outbox[key] = box
                 for e in box:
                     (out.alerts if e[2] == "a" else out.updates).append(e[3])
+                if st is None:
+                    self._gone_boxes.add(key)
+            elif st is None and not plist:
+                out.writes.append((key, None))  # a retired key whose outbox was committed: forget it
         for src, off, ev in sorted(recs, key=lambda r: (r[0], r[1])):
             self.merger.push(src, ev["ts_us"], (off, ev))
         # in the order they first went out: a shop merges each stream as a time-ordered queue
@@ -456,20 +483,61 @@ class KeyedPartition:
         if st is None:
             st = self.logic.new_state(key)
             self.states[key] = st
+            self._gone_boxes.discard(key)
         self.logic.on_event(st, ev, self.fx)
-        self.timers.want("k", key, self.logic.timers(st))
+        wanted = self.logic.timers(st)
+        self.timers.want("k", key, wanted)
+        self._file(key, st, wanted)
         self._collect(key, st, out)
 
     def _fire(self, limit_us: int, inclusive: bool, out: Outputs) -> None:
-        for _g, key, name, due in self.timers.pop_due(limit_us, inclusive):
+        for g, key, name, due in self.timers.pop_due(limit_us, inclusive):
+            if g == RETIRE:
+                self._sweep(key, out)
+                continue
             st = self.states.get(key)
             if st is None:
                 continue
             self.logic.on_timer(st, name, due, self.fx)
-            self.timers.want("k", key, self.logic.timers(st))
+            wanted = self.logic.timers(st)
+            self.timers.want("k", key, wanted)
+            self._file(key, st, wanted)
             self._collect(key, st, out)
         if self.domain == EVENT and inclusive and (self.watermark is None or limit_us > self.watermark):
             self.watermark = limit_us
+
+    # ------------------------------------------------------------ retention
+    def _file(self, key, st, wanted) -> None:
+        d = self.retention.day_of(self.logic, st, wanted)
+        if d is not None and self.calendar.file(key, d):
+            self.timers.want(RETIRE, d, {RETIRE: day_start_us(d)})
+
+    def _sweep(self, day: int, out: Outputs) -> None:
+        """The midnight beginning ``day`` (the engine's rule): retire the keys filed there whose
+        day did not move. The state goes (its document is written without it, or deleted once
+        no queued record or uncommitted output is left) and its shop is told, so that its entity
+        record goes too: a later event for the key starts a fresh entity, counted from nothing."""
+        for key in self.calendar.take(day):
+            st = self.states.get(key)
+            if st is None:
+                continue
+            wanted = self.logic.timers(st)
+            d = self.retention.day_of(self.logic, st, wanted)
+            if d is not None and d > day:
+                if self.calendar.file(key, d):
+                    self.timers.want(RETIRE, d, {RETIRE: day_start_us(d)})
+                continue
+            del self.states[key]
+            self.timers.scheduled.get("k", {}).pop(key, None)
+            self.retired += 1
+            self._touched[key] = None
+            if st.ver:
+                notice = {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": st.ver,
+                          "at": day_start_us(day), "items": [], "x": 1}
+                src, off = self._cause
+                out.updates.append(notice)
+                self._box(key).append([src, off, "u", notice])
+                self._gone_boxes.add(key)
 
     def _collect(self, key, st, out: Outputs) -> None:
         self._touched[key] = None
@@ -506,6 +574,10 @@ class KeyedPartition:
                 self.outbox[key] = box
             else:
                 del self.outbox[key]
+                if key in self._gone_boxes:  # a retired key: its document can go now
+                    self._gone_boxes.discard(key)
+                    if key not in self.pending and self.states.get(key) is None:
+                        self.dirty[key] = None
 
     def _update(self, key, st, at_us: int) -> dict:
         return {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": st.ver, "at": at_us,
@@ -545,6 +617,9 @@ class ShopPartition:
         self._w_del: dict = {}
         self._w_shops: dict = {}
         self._repaired: dict = {}  # entity records put back by recover(), until the shell wrote them
+        self._w_rdel: dict = {}  # entity records of retired entities, to delete
+        self._fresh: set = set()  # entities counted from nothing again since their record was deleted
+        self._xq: dict = {}  # entity -> retirement notices of it waiting in the merge
         self._touched: dict = {}
         self._offset = -1
         self.wms: dict = {}  # stream -> [greatest watermark, greatest flushed watermark]
@@ -585,7 +660,8 @@ class ShopPartition:
                 # read again from the committed offset, in its stream's order (its document
                 # can be from a write-back that reached the changelog only in part)
                 out.writes.append((_pend_key(u["o"]), None))
-            elif u["v"] > self._record(u["e"])[0]:
+            elif u["v"] > self._record(u["e"])[0] or u["e"] in self._xq \
+                    or (u.get("x") and u["v"] >= self._record(u["e"])[0]):
                 self._queue(u)
             else:  # applied just before the crash, its deletion was lost
                 out.writes.append((_pend_key(u["o"]), None))
@@ -600,8 +676,11 @@ class ShopPartition:
             self._apply(u, out)
             self._dirty |= out.changed
             return self._finish(out)
-        if u["v"] <= self._record(u["e"])[0] or (u["e"], u["v"]) in self.queued:
-            return out
+        if u.get("x"):  # an entity retired: for the version its record holds once the queue before it is applied
+            if u["v"] < self._record(u["e"])[0] or _qid(u) in self.queued:
+                return out
+        elif (u["v"] <= self._record(u["e"])[0] and u["e"] not in self._xq) or (u["e"], u["v"]) in self.queued:
+            return out  # (behind a notice, a fresh entity's versions start again from 1)
         u = {**u, "o": [offset, index]}
         self._queue(u)
         self._w_pend[_pend_key(u["o"])] = {"p": self.partition, "u": u}
@@ -667,7 +746,9 @@ class ShopPartition:
         return Outputs()
 
     def _queue(self, u: dict) -> None:
-        self.queued.add((u["e"], u["v"]))
+        self.queued.add(_qid(u))
+        if u.get("x"):
+            self._xq[u["e"]] = self._xq.get(u["e"], 0) + 1
         self.merger.push(u["stream"], u["at"], u)
 
     def _finish(self, out: Outputs) -> Outputs:
@@ -687,9 +768,11 @@ class ShopPartition:
         applied. An update queued and released between two drains is never written."""
         writes = [(k, d) for k, d in self._w_pend.items() if k not in self._w_del]
         for e, doc in self._w_recs.items():
-            base = self.docs.get(REC + e)
+            base = None if e in self._fresh else self.docs.get(REC + e)
             prev = base["r"][:3] if base is not None else [0, [], 0]
             writes.append((REC + e, {**doc, "r": [*doc["r"], *prev]}))
+        writes.extend((REC + e, None) for e in self._w_rdel)
+        self._w_rdel, self._fresh = {}, set()
         p = self.partition
         for key in self._w_shops:
             st = self.states.get(key)
@@ -705,7 +788,11 @@ class ShopPartition:
 
     def _record(self, e: str) -> tuple[int, dict]:
         """(version, items) of entity ``e`` as counted in its shop's state."""
-        doc = self._w_recs.get(e) or self._repaired.get(e) or self.docs.get(REC + e)
+        doc = self._w_recs.get(e)
+        if doc is None:
+            if e in self._w_rdel:
+                return 0, {}
+            doc = self._repaired.get(e) or self.docs.get(REC + e)
         if doc is None:
             return 0, {}
         v, items = doc["r"][:2]
@@ -713,13 +800,24 @@ class ShopPartition:
 
     def _release(self, out: Outputs, idle: frozenset, flush: bool) -> None:
         for _stream, u in self.merger.pop_ready(idle, flush):
-            self.queued.discard((u["e"], u["v"]))
+            self.queued.discard(_qid(u))
+            if u.get("x"):
+                n = self._xq.pop(u["e"], 1) - 1
+                if n > 0:
+                    self._xq[u["e"]] = n
             self._w_del[_pend_key(u["o"])] = None
             self._apply(u, out)
 
     def _apply(self, u: dict, out: Outputs) -> None:
         key = u["shop"]
         v, items = self._record(u["e"])
+        if u.get("x"):
+            # retired (streams/retention.py): its items stay counted, its record goes, so a
+            # later update of that entity (a fresh state's, from version 1) counts from nothing
+            if u["v"] == v:
+                self._w_recs.pop(u["e"], None)
+                self._w_rdel[u["e"]] = None
+            return
         if u["v"] <= v:
             return
         st = self.states.get(key)
@@ -738,6 +836,9 @@ class ShopPartition:
         g = self.gen[key] = self.gen.get(key, 0) + 1
         # the previous version (what the shop document on the changelog counted) is added by drain()
         self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g]}
+        if u["e"] in self._w_rdel:  # deleted in this write-back: the record written now has no previous one
+            del self._w_rdel[u["e"]]
+            self._fresh.add(u["e"])
         self.timers.want("s", key, self.logic.timers(st))
         self._touched[key] = None
         out.changed.add(key)

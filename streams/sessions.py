@@ -235,6 +235,21 @@ class SessionLogic:
         return None
 
     @staticmethod
+    def latest_us(s: SessionState):
+        """The latest instant of the session's facts (streams/retention.py); None before its first event."""
+        m = s.first_us
+        if m is None:
+            return None
+        for v in (s.started_us, s.assigned_us, s.closed_us):
+            if v is not None and v > m:
+                m = v
+        if s.msgs and s.msgs[-1][0] > m:  # (kept sorted by ts)
+            m = s.msgs[-1][0]
+        if s.rating is not None and s.rating[0] > m:
+            m = s.rating[0]
+        return m
+
+    @staticmethod
     def items(s: SessionState) -> dict[str, tuple]:
         """The session's indicator items: a function of its facts alone (no rules), so a
         compact document leaves them out and ``SessionState.restore`` recomputes them."""
