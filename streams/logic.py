@@ -69,3 +69,11 @@ def update_items(s, new: dict, at_us: int, fx: Effects) -> None:
         diff_items(s.items, new, s.platform, s.shop_id, at_us, fx.contribs)
         s.items = new
         s.ver += 1
+
+
+def document_fields(d: list, what: str, fmt: int, n: int) -> list:
+    """The fields of a positional state document of format ``fmt``, padded to ``n``
+    with None (a document does not store its trailing empty fields)."""
+    if d[0] != fmt:
+        raise ValueError(f"{what} document of an unknown format: {d[0]!r}")
+    return d if len(d) >= n else [*d, *(None,) * (n - len(d))]

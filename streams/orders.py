@@ -32,7 +32,7 @@ from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolve
 from .clock import DAY_US, HOUR_US, fmt_ts
 from .config import Rules
 from .deadlines import latest_ship_time_us
-from .logic import Effects, update_items
+from .logic import Effects, document_fields, update_items
 
 _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
@@ -343,11 +343,7 @@ class OrderState:
         """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
         if type(d) is dict:
             return cls._restore_dict(d)
-        if d[0] != DOC_FORMAT:
-            raise ValueError(f"order document of an unknown format: {d[0]!r}")
-        n = len(d)
-        if n < _ORDER_FIELDS:
-            d = [*d, *(None,) * (_ORDER_FIELDS - n)]
+        d = document_fields(d, "order", DOC_FORMAT, _ORDER_FIELDS)
         (_f, oid, p, shop_id, seen, first, ver, paid, paid_us, lst, due_passed, shipped, carrier, tracking_no,
          no_logistics, fscan, lscan, scans, ofd, signed, canc, fake, review, complaints, refunds, opened, count,
          done, marks) = d

@@ -90,15 +90,9 @@ class Calendar:
 
     def file(self, key, day: int) -> bool:
         """File ``key`` under ``day``; True when that day had nothing filed yet (a sweep to want)."""
-        old = self.day_of.get(key)
-        if old == day:
+        if self.day_of.get(key) == day:
             return False
-        if old is not None:
-            ks = self.days.get(old)
-            if ks is not None:
-                ks.pop(key, None)
-                if not ks:
-                    del self.days[old]
+        self.forget(key)
         self.day_of[key] = day
         ks = self.days.get(day)
         if ks is None:

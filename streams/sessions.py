@@ -20,7 +20,7 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
-from .logic import Effects, update_items
+from .logic import Effects, document_fields, update_items
 from .orders import _PLATFORM_CODE, _PLATFORMS, pack_ids, unpack_ids
 
 SERVICE_START_S = 9 * 3600
@@ -89,11 +89,7 @@ class SessionState:
         """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
         if type(d) is dict:
             return cls._restore_dict(d)
-        if d[0] != DOC_FORMAT:
-            raise ValueError(f"session document of an unknown format: {d[0]!r}")
-        n = len(d)
-        if n < _SESSION_FIELDS:
-            d = [*d, *(None,) * (_SESSION_FIELDS - n)]
+        d = document_fields(d, "session", DOC_FORMAT, _SESSION_FIELDS)
         _f, sid, p, shop_id, seen, first, ver, started, assigned, closed, flat, rating = d
         b = first or 0
         s = cls(sid)
