@@ -134,7 +134,6 @@ class ShopwatchApp(faust.App):
 
     def _new_consumer(self):
         consumer = super()._new_consumer()
-        bound_fetch_wait(consumer)
         seek_uncommitted_to_start(consumer)
         write_back_before_commit(consumer, self.sw_before_commit)
         return consumer
@@ -181,37 +180,6 @@ class ShopwatchApp(faust.App):
                 continue
             out[topic.get_topic_name()] = {"cleanup.policy": "compact"}
         return out
-
-
-FETCH_MAX_WAIT_MS = 100
-
-
-def bound_fetch_wait(consumer, wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
-    """Have the worker's aiokafka consumer ask the broker to answer a fetch within
-    ``wait_ms`` (Kafka's own default is 500 ms) instead of Faust's 1500 ms.
-
-    faust-streaming 0.15.3 creates it with a hard-coded ``fetch_max_wait_ms=1500``
-    (``faust/transport/drivers/aiokafka.py``, ``_create_worker_consumer``; there is
-    no setting for it). aiokafka sends one fetch per broker at a time, for the
-    partitions with nothing buffered when it is sent; a partition left out (its
-    previous records not consumed yet) can only be fetched again once that request
-    returns, which with fetch.min.bytes=1 is up to ``fetch_max_wait_ms`` when the
-    partitions in it have nothing new. The consumer thread builds the consumer when
-    it starts, so its factory is wrapped here (before the thread starts) and the
-    value set before ``AIOKafkaConsumer.start()`` hands it to its Fetcher. Only the
-    fetch cadence changes; offsets, commits and delivery are untouched."""
-    thread = getattr(consumer, "_thread", None)
-    create = getattr(thread, "_create_worker_consumer", None)
-    if create is None:  # another transport: nothing to do
-        return
-
-    def create_worker_consumer(transport):
-        client = create(transport)
-        if getattr(client, "_fetch_max_wait_ms", None) is not None:
-            client._fetch_max_wait_ms = min(client._fetch_max_wait_ms, wait_ms)
-        return client
-
-    thread._create_worker_consumer = create_worker_consumer
 
 
 def seek_uncommitted_to_start(consumer) -> None:
