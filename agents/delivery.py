@@ -163,7 +163,7 @@ class Delivery:
         if next_at is not None:
             wake = next_at if wake is None else min(wake, next_at)
         for g, entries in posts:
-            shop_id = g.split(":", 1)[1]
+            platform, shop_id = g.split(":", 1)
             mentions = sink.mentions(shop_id) if hasattr(sink, "mentions") else None
             try:
                 if hasattr(sink, "render_digest"):
@@ -182,8 +182,7 @@ class Delivery:
             if outcome.kind == "ok":
                 book = where[g]
                 book.delivered(name, shop_id, sent)
-                left = any(k == g for k, _, _ in book.owed(name))
-                plan.accepted(g, now, emptied=not left)
+                plan.accepted(g, now, emptied=not book.owes(name, shop_id, platform))
                 continue
             if outcome.kind == "throttled":
                 delay = plan.throttled(now, outcome.retry_after, outcome.detail)

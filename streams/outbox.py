@@ -180,6 +180,12 @@ class AlertBook:
             out.extend((k, min(since), entries) for k, (since, entries) in groups.items())
         return out
 
+    def owes(self, sink: str, shop_id: str, platform: str) -> bool:
+        """Whether ``sink`` still owes something of (platform, shop)."""
+        s = self.shops.get(shop_id)
+        o = s.owed.get(sink) if s is not None else None
+        return bool(o) and any(s.log[aid]["platform"] == platform for aid in o)
+
     def delivered(self, sink: str, shop_id: str, sent: Iterable[dict]) -> int:
         """The chat accepted a post carrying ``sent`` (entries as ``owed`` gave them):
         each alert whose status then is still its latest leaves the owed set; one

@@ -212,17 +212,26 @@ def test_receiver_rejects_unencoded_dingtalk_sign():
     asyncio.run(main())
 
 
-def test_render_batch_of_one_is_pure_and_signs_with_the_given_clock(monkeypatch):
+def forbid_wall_clock(monkeypatch) -> None:
     def no_wall_clock():
         raise AssertionError("render_batch read the wall clock")
 
     monkeypatch.setattr(time, "time", no_wall_clock)
-    sinks = [
+
+
+def offline_sinks() -> list:
+    """One signed sink of each vendor, at addresses nothing answers (rendering only)."""
+    return [
         FeishuSink(url="https://fs.invalid/open-apis/bot/v2/hook/x", secret="s"),
         DingTalkSink(url="https://dt.invalid/robot/send?access_token=t", secret="SECs"),
         WeComSink(url="https://wc.invalid/cgi-bin/webhook/send?key=k"),
         SlackSink(url="https://sl.invalid/services/a/b/c", signing_secret="s"),
     ]
+
+
+def test_render_batch_of_one_is_pure_and_signs_with_the_given_clock(monkeypatch):
+    forbid_wall_clock(monkeypatch)
+    sinks = offline_sinks()
     for s in sinks:
         first = s.render_batch([ALERT], 1_763_776_800.0)
         assert s.render_batch([ALERT], 1_763_776_800.0) == first
@@ -809,17 +818,9 @@ def test_config_errors_do_not_echo_mobiles_or_urls():
 
 
 def test_render_batch_is_pure_and_signed_as_of_now(monkeypatch):
-    def no_wall_clock():
-        raise AssertionError("render_batch read the wall clock")
-
-    monkeypatch.setattr(time, "time", no_wall_clock)
+    forbid_wall_clock(monkeypatch)
     batch = batch_of(40)
-    sinks = [
-        FeishuSink(url="https://fs.invalid/open-apis/bot/v2/hook/x", secret="s"),
-        DingTalkSink(url="https://dt.invalid/robot/send?access_token=t", secret="SECs"),
-        WeComSink(url="https://wc.invalid/cgi-bin/webhook/send?key=k"),
-        SlackSink(url="https://sl.invalid/services/a/b/c", signing_secret="s"),
-    ]
+    sinks = offline_sinks()
     for s in sinks:
         first = s.render_batch(batch, 1_763_776_800.0, {"user_ids": ["u1"]})
         assert s.render_batch(batch, 1_763_776_800.0, {"user_ids": ["u1"]}) == first
