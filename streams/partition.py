@@ -28,7 +28,10 @@ What makes that safe:
   every change (``ver``), never a delta: the shop keeps, per entity, the last
   version and items it applied and turns a newer version into the delta
   itself, so a copy or a regenerated update is a no-op whichever record or
-  timer caused it the second time;
+  timer caused it the second time; versions start at the hour of the entity's
+  first event (``incarnation_base``), so after retirement a reborn entity's
+  updates are above its earlier life's, and a retired entity's record keeps
+  its version with no items until the notice is committed;
 - the outputs of a step whose cause (source, offset) was not yet committed
   stay in the key's outbox; recovery sends them again (receivers drop copies),
   so an output lost in the producer's buffer while its state was written is
@@ -229,6 +232,19 @@ class DocStates:
 
 def _never_committed(_source: str):
     return None
+
+
+INCARNATION_SHIFT = 40
+VERSION_COUNT = (1 << INCARNATION_SHIFT) - 1
+HOUR_US = 3_600_000_000
+
+
+def incarnation_base(ts_us: int) -> int:
+    """The first version of an entity whose first event is at ``ts_us``: its hour since the
+    epoch in the high bits, so an entity reborn after retirement (streams/retention.py) has
+    versions above every version of its earlier life; a shop tells the two lives apart
+    without the retirement notice (which a crash can put after the new life's updates)."""
+    return (ts_us // HOUR_US) << INCARNATION_SHIFT
 
 
 def _qid(u: dict) -> tuple:
@@ -482,6 +498,7 @@ class KeyedPartition:
         st = self.states.get(key)
         if st is None:
             st = self.logic.new_state(key)
+            st.ver = incarnation_base(ts)
             self.states[key] = st
             self._gone_boxes.discard(key)
         self.logic.on_event(st, ev, self.fx)
@@ -531,7 +548,7 @@ class KeyedPartition:
             self.timers.scheduled.get("k", {}).pop(key, None)
             self.retired += 1
             self._touched[key] = None
-            if st.ver:
+            if st.ver & VERSION_COUNT:  # its shop has a record of it
                 notice = {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": st.ver,
                           "at": day_start_us(day), "items": [], "x": 1}
                 src, off = self._cause
@@ -617,9 +634,11 @@ class ShopPartition:
         self._w_del: dict = {}
         self._w_shops: dict = {}
         self._repaired: dict = {}  # entity records put back by recover(), until the shell wrote them
+        # retired entities (a notice applied) -> the notice's offset: their record stays, with no
+        # items, until that offset is committed (a copy of an earlier update, read again after a
+        # crash, must still find the version it had), then goes
+        self.retired_recs: dict = {}
         self._w_rdel: dict = {}  # entity records of retired entities, to delete
-        self._fresh: set = set()  # entities counted from nothing again since their record was deleted
-        self._xq: dict = {}  # entity -> retirement notices of it waiting in the merge
         self._touched: dict = {}
         self._offset = -1
         self.wms: dict = {}  # stream -> [greatest watermark, greatest flushed watermark]
@@ -653,15 +672,21 @@ class ShopPartition:
             if g > self.gen.get(doc["shop"], 0):
                 # written just before the crash, but its shop's document was not: the
                 # shop counts the previous version (whose document came earlier)
-                fixed = self._repaired[key[len(REC):]] = {**doc, "r": [pv, pitems, pg, pv, pitems, pg]}
+                fixed = self._repaired[key[len(REC):]] = {"p": doc["p"], "shop": doc["shop"],
+                                                          "r": [pv, pitems, pg, pv, pitems, pg]}
                 out.writes.append((key, fixed))
+            elif "x" in doc:
+                if c is not None and doc["x"] < c:
+                    self._w_rdel[key[len(REC):]] = None
+                else:
+                    self.retired_recs[key[len(REC):]] = doc["x"]
         for u in sorted(recs, key=lambda u: u["o"]):
             if c is None or u["o"][0] >= c:
                 # read again from the committed offset, in its stream's order (its document
                 # can be from a write-back that reached the changelog only in part)
                 out.writes.append((_pend_key(u["o"]), None))
-            elif u["v"] > self._record(u["e"])[0] or u["e"] in self._xq \
-                    or (u.get("x") and u["v"] >= self._record(u["e"])[0]):
+            elif u["v"] > self._record(u["e"])[0] or (u.get("x") and u["v"] == self._record(u["e"])[0]
+                                                       and u["e"] not in self.retired_recs):
                 self._queue(u)
             else:  # applied just before the crash, its deletion was lost
                 out.writes.append((_pend_key(u["o"]), None))
@@ -679,8 +704,8 @@ class ShopPartition:
         if u.get("x"):  # an entity retired: for the version its record holds once the queue before it is applied
             if u["v"] < self._record(u["e"])[0] or _qid(u) in self.queued:
                 return out
-        elif (u["v"] <= self._record(u["e"])[0] and u["e"] not in self._xq) or (u["e"], u["v"]) in self.queued:
-            return out  # (behind a notice, a fresh entity's versions start again from 1)
+        elif u["v"] <= self._record(u["e"])[0] or (u["e"], u["v"]) in self.queued:
+            return out  # a copy (a reborn entity's versions are above its earlier life's)
         u = {**u, "o": [offset, index]}
         self._queue(u)
         self._w_pend[_pend_key(u["o"])] = {"p": self.partition, "u": u}
@@ -747,8 +772,6 @@ class ShopPartition:
 
     def _queue(self, u: dict) -> None:
         self.queued.add(_qid(u))
-        if u.get("x"):
-            self._xq[u["e"]] = self._xq.get(u["e"], 0) + 1
         self.merger.push(u["stream"], u["at"], u)
 
     def _finish(self, out: Outputs) -> Outputs:
@@ -768,11 +791,17 @@ class ShopPartition:
         applied. An update queued and released between two drains is never written."""
         writes = [(k, d) for k, d in self._w_pend.items() if k not in self._w_del]
         for e, doc in self._w_recs.items():
-            base = None if e in self._fresh else self.docs.get(REC + e)
+            base = self.docs.get(REC + e)
             prev = base["r"][:3] if base is not None else [0, [], 0]
             writes.append((REC + e, {**doc, "r": [*doc["r"], *prev]}))
+        c = self.committed()
+        if c is not None:
+            for e, off in list(self.retired_recs.items()):
+                if off < c and e not in self._w_recs:
+                    del self.retired_recs[e]
+                    self._w_rdel[e] = None
         writes.extend((REC + e, None) for e in self._w_rdel)
-        self._w_rdel, self._fresh = {}, set()
+        self._w_rdel = {}
         p = self.partition
         for key in self._w_shops:
             st = self.states.get(key)
@@ -801,10 +830,6 @@ class ShopPartition:
     def _release(self, out: Outputs, idle: frozenset, flush: bool) -> None:
         for _stream, u in self.merger.pop_ready(idle, flush):
             self.queued.discard(_qid(u))
-            if u.get("x"):
-                n = self._xq.pop(u["e"], 1) - 1
-                if n > 0:
-                    self._xq[u["e"]] = n
             self._w_del[_pend_key(u["o"])] = None
             self._apply(u, out)
 
@@ -812,14 +837,20 @@ class ShopPartition:
         key = u["shop"]
         v, items = self._record(u["e"])
         if u.get("x"):
-            # retired (streams/retention.py): its items stay counted, its record goes, so a
-            # later update of that entity (a fresh state's, from version 1) counts from nothing
-            if u["v"] == v:
-                self._w_recs.pop(u["e"], None)
-                self._w_rdel[u["e"]] = None
+            # retired (streams/retention.py): its items stay counted; its record keeps the
+            # version with no items until the notice is committed (drain), then goes
+            if u["v"] == v and u["e"] not in self.retired_recs:
+                rec = self._w_recs.get(u["e"]) or self._repaired.get(u["e"]) or self.docs.get(REC + u["e"])
+                self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [v, [], rec["r"][2]],
+                                        "x": self._offset}
+                self.retired_recs[u["e"]] = self._offset
             return
         if u["v"] <= v:
             return
+        if u["v"] >> INCARNATION_SHIFT > v >> INCARNATION_SHIFT:
+            items = {}  # a new life of a retired entity (its notice may come later): counted from nothing
+        self.retired_recs.pop(u["e"], None)
+        self._w_rdel.pop(u["e"], None)
         st = self.states.get(key)
         if st is None:
             st = self.states[key] = self.logic.new_state(key)
@@ -836,9 +867,6 @@ class ShopPartition:
         g = self.gen[key] = self.gen.get(key, 0) + 1
         # the previous version (what the shop document on the changelog counted) is added by drain()
         self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g]}
-        if u["e"] in self._w_rdel:  # deleted in this write-back: the record written now has no previous one
-            del self._w_rdel[u["e"]]
-            self._fresh.add(u["e"])
         self.timers.want("s", key, self.logic.timers(st))
         self._touched[key] = None
         out.changed.add(key)
