@@ -9,6 +9,13 @@ Choices where the spec is silent:
 - 抖音 levels are evaluated at each local midnight on the day that just ended
   (window ending yesterday). A rate with no data (den 0) neither blocks an
   upgrade nor causes a downgrade, except the review-count conditions.
+  The snapshot's outlook (``level.outlook``) shows such an upgrade condition
+  as ``null``, not ``true``: an indicator with no data does not meet the bar,
+  it is merely not held against the shop. ``im_first_response_minutes`` is
+  the exception: rules.md §4 counts "no sessions" as meeting its upgrade bar,
+  so it stays ``true``. The review conditions are ``false`` without the
+  reviews they need, and a downgrade condition is ``false`` without data
+  (not met), as the level machine takes them.
 - ``cumulative_orders`` counts paid orders ever seen (not windowed).
 """
 
@@ -263,8 +270,12 @@ class ShopLogic:
             fx.snapshots.append(self.snapshot(s, due_us))
 
     # ------------------------------------------------------------- 抖音 levels
-    def level_outlook(self, s: ShopState, today: int) -> dict:
-        """Which upgrade and downgrade conditions pass, over the 30 days ending ``today``."""
+    def level_outlook(self, s: ShopState, today: int, shown: bool = False) -> dict:
+        """Which upgrade and downgrade conditions pass, over the 30 days ending ``today``.
+
+        ``shown`` (the snapshot): an upgrade condition on a rate with no data is
+        None (not met, not held against the shop) where the level machine takes
+        it as passing; see the module docstring."""
         raw = self.rules.raw
         up, down = raw["douyin_upgrade"], raw["douyin_downgrade"]
 
@@ -280,12 +291,15 @@ class ShopLogic:
         need = raw["douyin_cumulative_to_leave"][level] if level < len(raw["douyin_cumulative_to_leave"]) else None
 
         def ok(v, pred):
-            return True if v is None else pred(v)
+            if v is None:
+                return None if shown else True
+            return pred(v)
 
         upgrade = {
             "on_time_ship_rate": ok(ot["value"], lambda v: v >= up["on_time_ship_rate"]),
             "fake_ship_rate": ok(fake["value"], lambda v: v <= up["fake_ship_rate"]),
-            "im_first_response_minutes": ok(fr["value"], lambda v: v <= up["im_first_response_minutes"]),
+            # rules.md §4: "≤ 3 min, or no sessions": no sessions meets this bar
+            "im_first_response_minutes": fr["value"] is None or fr["value"] <= up["im_first_response_minutes"],
             "service_good_rate": sg["value"] is not None and sg["value"] >= up["good_rate"]
             and sg["den"] >= up["min_reviews"] and review_rate is not None and review_rate >= up["review_rate"],
             "complaint_rate": ok(cr["value"], lambda v: v <= up["complaint_rate"]),
@@ -294,7 +308,7 @@ class ShopLogic:
             "cumulative_orders": need is not None and s.cumulative >= need,
         }
         downgrade = {
-            "on_time_ship_rate": ok(ot["value"], lambda v: v < down["on_time_ship_rate"]) and ot["value"] is not None,
+            "on_time_ship_rate": ot["value"] is not None and ot["value"] < down["on_time_ship_rate"],
             "fake_ship_rate": fake["value"] is not None and fake["value"] > down["fake_ship_rate"],
             "im_first_response_minutes": fr["value"] is not None and fr["value"] > down["im_first_response_minutes"],
             "service_good_rate": sg["den"] >= 1 and sg["value"] < down["good_rate"],
@@ -381,7 +395,7 @@ class ShopLogic:
                 "level": s.level, "since": fmt_ts(s.level_since_us) if s.level_since_us is not None else None,
                 "cleared": s.cleared,
                 "daily_caps": None if caps is None else {"orders": caps[0], "gmv_fen": caps[1]},
-                "outlook": self.level_outlook(s, today) if s.level is not None else None,
+                "outlook": self.level_outlook(s, today, shown=True) if s.level is not None else None,
             }
         elif s.platform == "kuaishou":
             self._kuaishou_gate(snap)
