@@ -35,6 +35,9 @@ class Settings:
     # clock) + max_future_skew_s, or before min_event_time, is invalid (dead letter).
     max_future_skew_s: float = field(default_factory=lambda: float(_env("SHOPWATCH_MAX_FUTURE_SKEW_S", "86400")))
     min_event_time: str = field(default_factory=lambda: _env("SHOPWATCH_MIN_EVENT_TIME", "2000-01-01T00:00:00+08:00"))
+    # Per-shop score and indicator series on /metrics (agents/metrics.py) only while the worker
+    # owns at most this many shops (bounded cardinality); above it none, and a warning.
+    shop_metrics_max: int = field(default_factory=lambda: int(_env("SHOPWATCH_SHOP_METRICS_MAX", "200")))
 
     def topic(self, default_name: str) -> str:
         """Topic names are configurable: SHOPWATCH_TOPIC_ORDERS=... or a common prefix."""

@@ -583,3 +583,221 @@ def test_promtool_alert_rules_fire_when_they_should(tmp_path):
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
     r = run(tool, "test", "rules", str(tmp_path / "tests.yml"))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- Grafana dashboard, operator rules
+
+DASHBOARD = DEPLOY / "grafana" / "shopwatch.json"
+DS_VAR = "${DS_PROMETHEUS}"
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                "offset", "inf", "nan", "le"}
+
+
+def dashboard() -> dict:
+    import json
+
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def dashboard_panels(d: dict) -> list[dict]:
+    """Every panel, rows' nested panels included (rows themselves left out)."""
+    out = []
+    for p in d["panels"]:
+        if p["type"] == "row":
+            out.extend(p.get("panels") or ())
+        else:
+            out.append(p)
+    return out
+
+
+def dashboard_exprs(d: dict) -> list[str]:
+    return [t["expr"] for p in dashboard_panels(d) for t in p["targets"]]
+
+
+def dashboard_var_queries(d: dict) -> list[str]:
+    out = []
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            q = v["query"]
+            out.append(q["query"] if isinstance(q, dict) else q)
+    return out
+
+
+def concrete(expr: str) -> str:
+    """A dashboard expression with Grafana's variables filled in, as Prometheus gets it."""
+    return (expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+            .replace("$platform", ".*").replace("$shop", ".*"))
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names an expression selects: identifiers outside strings, label matchers, ranges and
+    grouping clauses that are not functions, keywords or numbers."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", "", s)
+    s = re.sub(r"\[[^\]]*\]", "", s)
+    s = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)\s*(\()?", s):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric, label names matched) of each ``metric{...}`` selector."""
+    return [(m.group(1), set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", m.group(2))))
+            for m in re.finditer(r"\b(shopwatch_\w+)\s*\{([^}]*)\}", expr)]
+
+
+def exposed_metric_names() -> set[str]:
+    """Names on /metrics for the metrics the code defines (a histogram's _bucket/_sum/_count)."""
+    names = code_metric_names()
+    return names | {n + suffix for n in names for suffix in ("_bucket", "_sum", "_count")}
+
+
+def metric_labels() -> dict[str, set[str]]:
+    """Label names of each metric the code defines (the worker's modules imported)."""
+    from prometheus_client import REGISTRY
+
+    from shopwatch.agents import delivery, ingest, metrics, topology  # noqa: F401  (they register theirs)
+
+    out = {}
+    for c in [*list(REGISTRY._collector_to_names), *metrics.GAUGES]:
+        name, labels = getattr(c, "_name", None), getattr(c, "_labelnames", None)
+        if name and name.startswith("shopwatch_") and labels is not None:
+            base = name[:-len("_total")] if name.endswith("_total") else name
+            out[base] = out[base + "_total"] = set(labels)
+            for suffix in ("_bucket", "_sum", "_count"):
+                out[name + suffix] = set(labels) | ({"le"} if suffix == "_bucket" else set())
+    return out
+
+
+def test_grafana_dashboard_is_well_formed():
+    d = dashboard()
+    assert d["title"] and d["uid"] and isinstance(d["schemaVersion"], int) and d["schemaVersion"] >= 36
+    assert d.get("id") is None, "an exported dashboard has no database id"
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    ds = variables["DS_PROMETHEUS"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    for inp in d.get("__inputs", []):
+        assert inp["name"] == "DS_PROMETHEUS" and inp["pluginId"] == "prometheus"
+    ids = [p["id"] for p in d["panels"]] + [q["id"] for p in d["panels"] for q in p.get("panels") or ()]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells = set()
+    for p in d["panels"]:
+        g = p["gridPos"]
+        assert all(isinstance(g[k], int) for k in ("h", "w", "x", "y")), p["title"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+        here = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not here & cells, f"panel {p['title']!r} overlaps another"
+        cells |= here
+    for p in dashboard_panels(d):
+        assert p["type"] in ("timeseries", "stat", "table", "gauge", "bargauge", "heatmap", "text"), p["type"]
+        assert p["title"] and p["datasource"] == {"type": "prometheus", "uid": DS_VAR}, p["title"]
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs and len(refs) == len(set(refs)), p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == DS_VAR and t["expr"].strip(), p["title"]
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] == DS_VAR, v["name"]
+
+
+def test_grafana_dashboard_uses_only_metrics_the_code_defines():
+    d = dashboard()
+    defined = exposed_metric_names()
+    exprs = dashboard_exprs(d)
+    used = set()
+    # a variable's label_values(SELECTOR, LABEL): its selector
+    selects = [re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", q.strip()) for q in dashboard_var_queries(d)]
+    for expr in exprs + selects:
+        names = promql_metrics(concrete(expr))
+        assert names, f"no metric in {expr!r}"
+        assert names <= defined, f"{expr!r} uses {sorted(names - defined)}, which no code defines"
+        used |= names
+    # what an operator needs, each in some panel
+    for name in ("shopwatch_events_total", "shopwatch_consumer_lag", "shopwatch_watermark_lag_seconds",
+                 "shopwatch_alerts_total", "shopwatch_event_alert_latency_seconds_bucket", "shopwatch_shop_score",
+                 "shopwatch_shop_indicator", "shopwatch_open_entities", "shopwatch_pending_deadlines",
+                 "shopwatch_table_partitions_recovered", "shopwatch_sink_queue_depth"):
+        assert name in used, f"the dashboard shows no {name}"
+    # label matchers only name labels the metric has (shopwatch_alerts_total: kind and status, no severity)
+    labels = metric_labels()
+    assert labels["shopwatch_alerts_total"] == {"kind", "status"}
+    for expr in exprs:
+        for metric, matched in selectors(expr):
+            assert matched <= labels[metric] | {"job", "instance"}, (expr, metric, matched - labels[metric])
+    assert any("histogram_quantile(0.99" in e and "shopwatch_event_alert_latency_seconds_bucket" in e for e in exprs)
+
+
+def test_promtool_parses_the_dashboard_queries(tmp_path):
+    """Every dashboard query, variables filled in, as a recording rule: promtool parses it."""
+    tool = promtool()
+    d = dashboard()
+    rules_ = [{"record": f"dashboard:query_{i}", "expr": concrete(e)} for i, e in enumerate(dashboard_exprs(d))]
+    (tmp_path / "dashboard-rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules_}]}), encoding="utf-8")
+    r = run(tool, "check", "rules", str(tmp_path / "dashboard-rules.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_operator_alert_rules():
+    rs = rules()
+    assert "shopwatch_consumer_lag" in rs["ShopwatchConsumerLagHigh"]["expr"]
+    assert "shopwatch_watermark_lag_seconds" in rs["ShopwatchWatermarkLagHigh"]["expr"]
+    assert "shopwatch_event_clock" in rs["ShopwatchWatermarkLagHigh"]["expr"], "backfills are not late"
+    assert "shopwatch_shop_score" in rs["ShopwatchShopScoreLow"]["expr"]
+
+
+def test_promtool_operator_rules_fire_when_they_should(tmp_path):
+    tool = promtool()
+    doc = load(DEPLOY / "alert-rules.yml")
+    for g in doc["groups"]:
+        for r in g["rules"]:
+            r.pop("annotations", None)
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    w1 = {"job": "shopwatch", "instance": "shopwatch-worker-1:6066"}
+    w2 = {"job": "shopwatch", "instance": "shopwatch-worker-2:6066"}
+
+    def series(name, labels, values):
+        return {"series": name + "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "values": values}
+
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                # orders lag above 10000 (two partitions, two workers) from minute 5; chats small
+                series("shopwatch_consumer_lag", {**w1, "topic": "shop.orders", "partition": "0"}, "100x4 6000x40"),
+                series("shopwatch_consumer_lag", {**w2, "topic": "shop.orders", "partition": "1"}, "100x4 6000x40"),
+                series("shopwatch_consumer_lag", {**w1, "topic": "shop.chats", "partition": "0"}, "50x44"),
+                # worker 1 on the wall clock falls 10 minutes behind; worker 2 backfills (event clock)
+                series("shopwatch_event_clock", w1, "0x44"),
+                series("shopwatch_event_clock", w2, "1x44"),
+                series("shopwatch_watermark_lag_seconds", {**w1, "kind": "shops", "partition": "0"}, "2x4 600x40"),
+                series("shopwatch_watermark_lag_seconds", {**w2, "kind": "orders", "partition": "1"}, "5e6x44"),
+                # one shop's score drops below 4 (seen by both workers during a rebalance); another is fine
+                series("shopwatch_shop_score", {**w1, "platform": "xiaohongshu", "shop": "xi-1"}, "4.5x4 3.8x40"),
+                series("shopwatch_shop_score", {**w2, "platform": "xiaohongshu", "shop": "xi-1"}, "4.5x4 3.8x40"),
+                series("shopwatch_shop_score", {**w1, "platform": "xiaohongshu", "shop": "xi-2"}, "4.6x44"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "ShopwatchConsumerLagHigh", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "ShopwatchConsumerLagHigh",
+                 "exp_alerts": [{"exp_labels": {"topic": "shop.orders", "severity": "warning"}}]},
+                {"eval_time": "10m", "alertname": "ShopwatchWatermarkLagHigh", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "ShopwatchWatermarkLagHigh",
+                 "exp_alerts": [{"exp_labels": {"instance": w1["instance"], "kind": "shops",
+                                                "severity": "critical"}}]},
+                {"eval_time": "20m", "alertname": "ShopwatchShopScoreLow", "exp_alerts": []},
+                {"eval_time": "40m", "alertname": "ShopwatchShopScoreLow",
+                 "exp_alerts": [{"exp_labels": {"platform": "xiaohongshu", "shop": "xi-1", "severity": "warning"}}]},
+            ],
+        }],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    r = run(tool, "test", "rules", str(tmp_path / "tests.yml"))
+    assert r.returncode == 0, r.stdout + r.stderr
