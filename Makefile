@@ -10,16 +10,22 @@ KAFKA := bash deploy/kafka/kafka.sh
 $(BIN)/shopwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation:UserWarning' $(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
+# Debian packages the tests start for real (as root, once): promtool and prometheus
+# (deploy-file checks, the Prometheus test), alertmanager, chromium (the page's browser
+# test). Without apt-get they are reported and those tests skip locally (they fail in CI).
+APT_NEEDS := promtool:prometheus prometheus-alertmanager:prometheus-alertmanager chromium:chromium
+
 setup: $(BIN)/shopwatch
-	@command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
-	  echo "setup: promtool not installed (the deploy-file checks that need it will skip)"; }
-	@command -v prometheus-alertmanager >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null) || \
-	  echo "setup: prometheus-alertmanager not installed (tests/test_alertmanager.py skips locally, fails in CI)"; }
+	@missing=""; for need in $(APT_NEEDS); do command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "setup: apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "setup: not installed:$$missing (the tests that need them skip locally, fail in CI)"; fi; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .
@@ -36,7 +42,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(KAFKA) up
 	$(BIN)/python -m pytest -q
-	../shared/acceptance/check || [ ! -d ../shared/acceptance ]
+	@if [ -d ../shared/acceptance ]; then ../shared/acceptance/check; else echo "test: ../shared/acceptance not found beside the clone: acceptance cases skipped"; fi
 
 acceptance: setup
 	../shared/acceptance/check

@@ -8,7 +8,11 @@
   other tests never see each other's records; its topics are deleted after
   the test.
 - ``shopwatch_env``: the environment for a ``shopwatch`` subprocess wired to
-  that broker, that prefix and a unique consumer group (app id).
+  that broker, that prefix and a unique consumer group (app id). It carries
+  only what the subprocess needs from this machine's environment (PATH, HOME,
+  locale, temp dir, PYTHONPATH, ...; ``SUBPROCESS_ENV_KEYS``), never the rest,
+  and its repr shows only the SHOPWATCH_*/KAFKA_* keys: a failing test never
+  prints the machine's environment (nor a copy ``{**shopwatch_env, ...}``).
 """
 
 from __future__ import annotations
@@ -65,11 +69,36 @@ def topic_prefix(request):
         delete_topics(request.getfixturevalue("kafka_bootstrap"), prefix)
 
 
+#: What a `shopwatch` subprocess takes from this machine's environment: where programs
+#: and the home directory are, the locale, the time zone, the temp dir and how Python
+#: finds the package. Nothing else (no SHOPWATCH_* of the machine, no tokens or keys).
+SUBPROCESS_ENV_KEYS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                       "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SYSTEMROOT")
+SUBPROCESS_ENV_PREFIXES = ("LC_",)
+
+
+class SubprocessEnv(dict):
+    """A subprocess environment whose repr (assertion messages, tracebacks, -l) shows
+    only its SHOPWATCH_*/KAFKA_* settings and the names of the other keys."""
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in sorted(self.items()) if k.startswith(("SHOPWATCH_", "KAFKA_"))}
+        rest = sorted(k for k in self if k not in shown)
+        return f"SubprocessEnv({shown!r}, also {', '.join(rest) or 'nothing'})"
+
+
+def subprocess_env(**settings: str) -> SubprocessEnv:
+    """The machine's SUBPROCESS_ENV_KEYS (and LC_*) plus ``settings``."""
+    env = SubprocessEnv((k, v) for k, v in os.environ.items()
+                        if k in SUBPROCESS_ENV_KEYS or k.startswith(SUBPROCESS_ENV_PREFIXES))
+    env.update(settings)
+    return env
+
+
 @pytest.fixture
-def shopwatch_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> dict[str, str]:
+def shopwatch_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> SubprocessEnv:
     """Environment for a `shopwatch` subprocess: this test's topics, group, port and data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPWATCH_")}
-    env.update(
+    return subprocess_env(
         KAFKA_BOOTSTRAP=kafka_bootstrap,
         SHOPWATCH_TOPIC_PREFIX=topic_prefix,
         SHOPWATCH_APP_ID=topic_prefix + "shopwatch",
@@ -78,4 +107,3 @@ def shopwatch_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> di
         SHOPWATCH_DATA_DIR=str(tmp_path / "data"),
         PYTHONUNBUFFERED="1",
     )
-    return env
