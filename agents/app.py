@@ -106,6 +106,7 @@ class ShopwatchApp(faust.App):
     sw_topics: Topics
     sw_required: dict[str, dict[str, str]]
     sw_before_commit: list  # async callables run before each offset commit (write-back of state)
+    sw_after_seek: list  # callables run once a rebalance's seek to the committed offsets is done
     sw_copartitioned: list[list[str]]
     sw_sink_status = None  # () -> {sink: what it owes, its last problem}: /healthz and /readyz
 
@@ -136,6 +137,7 @@ class ShopwatchApp(faust.App):
         consumer = super()._new_consumer()
         seek_uncommitted_to_start(consumer)
         write_back_before_commit(consumer, self.sw_before_commit)
+        after_seek(consumer, self.sw_after_seek)
         return consumer
 
     async def on_first_start(self) -> None:
@@ -207,6 +209,53 @@ def seek_uncommitted_to_start(consumer) -> None:
         return offsets
 
     consumer.seek_to_committed = seek
+
+
+def after_seek(consumer, hooks: list) -> None:
+    """Fetch a rebalance's stream partitions only from their committed offsets, and
+    run ``hooks`` (no arguments) once ``_committed_offset`` holds them.
+
+    faust-streaming 0.15.3 resumes the stream partitions and then seeks them to
+    their committed offsets (``Recovery._resume_streams`` and
+    ``on_recovery_completed``: ``resume_partitions``, then ``await
+    perform_seek()``, which fills ``_committed_offset`` only at its end). The
+    fetcher delivers records in between, from wherever it stood, while Faust's
+    flow control is still suspended: the streams skip them unacknowledged, and
+    the fetch loop, finishing that batch after the seek, moves the read offset
+    past them again, so their copies from the committed offset are dropped as
+    already read. The kill test showed both ends of it: a partition whose
+    commits stopped for good at such a hole (the input never drained), and a
+    record lost when a partition rebuilt its state before the seek (it did not
+    know its queued records were committed, dropped them to be read again, and
+    the seek went past them). So stream partitions resumed during a rebalance
+    stay paused until the seek is done."""
+    perform_seek = consumer.perform_seek
+    resume = consumer.resume_partitions
+    held: set = set()
+
+    def resume_partitions(tps) -> None:
+        tps = set(tps)
+        if getattr(consumer.app, "rebalancing", False):
+            stream = {tp for tp in tps if not consumer._is_changelog_tp(tp)}
+            held.update(stream)
+            tps -= stream
+        if tps:
+            resume(tps)
+
+    async def seek() -> None:
+        # Faust also seeks when its fetch loop finds the flow stopped (the start of a
+        # rebalance): only the seek that follows the recovery's resume is the one awaited
+        recovered = bool(held)
+        await perform_seek()
+        if recovered:
+            assigned = consumer.assignment()
+            resume({tp for tp in held if tp in assigned})
+            held.clear()
+            for hook in hooks:
+                hook()
+
+    consumer.resume_partitions = resume_partitions
+    consumer.perform_seek = seek
 
 
 def write_back_before_commit(consumer, hooks: list) -> None:
@@ -425,6 +474,7 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
     )
     app.sw_settings = s
     app.sw_before_commit = []
+    app.sw_after_seek = []
     names = {d: s.topic(d) for d in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
     app.sw_required = {names[d]: dict(TOPIC_CONFIGS.get(d, {})) for d in names}
     app.sw_copartitioned = [[names[d] for d in ORDER_KEYED_TOPICS]]

@@ -56,14 +56,16 @@ from shopwatch.schemas.events import (
 )
 from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
 from shopwatch.streams.config import Rules
-from shopwatch.streams.orders import OrderLogic, OrderState
+from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.outbox import AlertBook
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic, ShopState
 
+from . import metrics
 from .delivery import Delivery
 from .settings import Settings
+from .source_ends import SourceEnds
 
 log = logging.getLogger("shopwatch.topology")
 
@@ -73,11 +75,12 @@ ALERTS_EMITTED = Counter("shopwatch_alerts_total", "Alert changes recorded for t
 ALERT_COPIES = Counter("shopwatch_alert_copies_total", "Copies of an alert change dropped (redelivery after a crash)")
 LATE_RECORDS = Counter("shopwatch_late_records_total",
                        "Records older than their partition's event clock (applied, but after timers due before them)")
-IDLE_MARGIN_S = 1.0
 
 CONTRIBS_SENT = Counter("shopwatch_contributions_total", "Entity updates sent to the shop aggregates")
 DOCS_WRITTEN = Counter("shopwatch_state_documents_written_total",
                        "State documents written back to the tables (once per key and commit)")
+RECORDS_BEFORE_SEEK = Counter("shopwatch_records_before_seek_total",
+                               "Records taken before a rebalance's seek and left to the next owner (another rebalance came)")
 HELD_MAX = 500  # entity updates held per stream before a batch goes out anyway (and per message)
 
 ROCKSDB_OPTIONS = {
@@ -199,7 +202,7 @@ class Topology:
         self.delivery = (Delivery(self.sinks, lambda: self.alert_books, scores=self.score_snapshot, rules=rules)
                          if self.sinks else None)
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
-        self.verified: dict = {}  # order-source TP -> (end offset, epoch s the broker was asked, first offset)
+        self.source_ends = SourceEnds()  # the broker's end offsets of the order sources: what _idle trusts
         self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
         self.held: dict[str, list] = {}  # stream -> entity updates not sent yet (batched per shop partition)
         # cleared while the write-back runs: no record is processed between sending
@@ -207,6 +210,11 @@ class Topology:
         self.gate = asyncio.Event()
         self.gate.set()
         app.sw_before_commit.append(self.write_back)
+        # set once a rebalance's seek to the committed offsets is done (app.after_seek): a
+        # partition rebuilds its state only then, records taken before it are read again (_ready)
+        self.sought = asyncio.Event()
+        app.sw_after_seek.append(self.sought.set)
+        metrics.register(self)  # /metrics reads the partitions at scrape time (agents/metrics.py)
         self._install()
 
     # ------------------------------------------------------------ partitions
@@ -285,29 +293,19 @@ class Topology:
 
     def _idle(self, p: int, sources, since: float) -> frozenset:
         """Sources of partition ``p`` with nothing more to read for records produced
-        up to ``since`` (epoch seconds, a Kafka record timestamp): the broker said,
-        IDLE_MARGIN_S or more after ``since``, that the consumer had read all of
-        the source (the margin covers a record created before ``since`` that
-        reached the broker later: producer linger, network, retries). Such a
-        source cannot bring anything produced earlier, so it does not hold back the
-        event-time merge (a record produced there later is applied late, never lost).
+        up to ``since`` (epoch seconds, a Kafka record timestamp): source_ends.py.
 
         The consumer's own highwater is not enough: it comes with each partition's
         last fetch and can be older than records of another source in hand (at
         start-up an empty source looked idle while its first records were on
         their way, and the merge ran hours of event time ahead of them)."""
-        consumer = self.app.consumer
-        out = []
-        for s in sources:
-            tp = TP(s, p)
-            v = self.verified.get(tp)
-            if v is None or v[1] < since + IDLE_MARGIN_S:
-                continue
-            last = self.last_offset.get((s, p))
-            pos = last + 1 if last is not None else (consumer._committed_offset.get(tp) or v[2])
-            if pos >= v[0]:
-                out.append(s)
-        return frozenset(out)
+        committed = self.app.consumer._committed_offset
+
+        def position(tp, first):
+            last = self.last_offset.get((tp.topic, tp.partition))
+            return last + 1 if last is not None else (committed.get(tp) or first)
+
+        return frozenset(tp.topic for tp in self.source_ends.idle([TP(s, p) for s in sources], since, position))
 
     # --------------------------------------------------------------- outputs
     def _emit(self, p: int, out, docs: Docs, stream: str | None) -> None:
@@ -317,6 +315,8 @@ class Topology:
         sees one half done."""
         for a in out.alerts:
             self.alerts.send_soon(key=a["shop_id"].encode(), value=orjson.dumps(a))
+        if out.alerts:
+            metrics.observe_alerts(out.alerts)  # record (or tick) -> alert latency
         if out.updates:
             CONTRIBS_SENT.inc(len(out.updates))
             held = self.held.setdefault(stream, [])
@@ -372,6 +372,27 @@ class Topology:
         finally:
             self.gate.set()
 
+    async def _ready(self, event) -> bool:
+        """Wait until the write-back is over and this rebalance's seek to the committed
+        offsets is done (app.after_seek: a partition rebuilds its state only once it
+        knows which queued records and outputs are committed). False when another
+        rebalance starts first: the record is then dropped without being
+        acknowledged (no commit covers it, and Faust's revocation, which waits for
+        every record taken to be acknowledged, is not held up), and the
+        partition's next owner reads it from the committed offset."""
+        rebalances = self.app.rebalancing_count  # (counted as a rebalance starts, before Faust waits for acks)
+        while not (self.gate.is_set() and self.sought.is_set()):
+            if self.sought.is_set():
+                await self.gate.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sought.wait(), 0.2)
+            if self.app.rebalancing_count != rebalances:
+                event.message.acked = True  # faust 0.15.3: Message.ack then leaves it out of the commit
+                RECORDS_BEFORE_SEEK.inc()
+                return False
+        return True
+
     # ---------------------------------------------------------------- agents
     def _install(self) -> None:
         app = self.app
@@ -380,8 +401,8 @@ class Topology:
         @app.agent(self.order_in, name="shopwatch-orders", concurrency=1)
         async def order_agent(stream):
             async for event in stream.events():
-                if not self.gate.is_set():
-                    await self.gate.wait()
+                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                    continue
                 m = event.message
                 p = m.partition
                 kp = await self._order_part(p)
@@ -416,8 +437,8 @@ class Topology:
         @app.agent(self.chat_in, name="shopwatch-chats", concurrency=1)
         async def chat_agent(stream):
             async for event in stream.events():
-                if not self.gate.is_set():
-                    await self.gate.wait()
+                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                    continue
                 m = event.message
                 p = m.partition
                 kp = await self._chat_part(p)
@@ -429,23 +450,28 @@ class Topology:
 
         @app.agent(self.ticks, name="shopwatch-chat-ticks", concurrency=1)
         async def chat_tick_agent(stream):
-            # Chats have no timers; their partition only passes the clock on to the shops.
+            # A chat partition's only timers are its retirement sweeps; a tick fires those due
+            # (and forgets retired sessions once their notices are committed), then passes
+            # the clock on to the shops.
             async for event in stream.events():
-                if not self.gate.is_set():
-                    await self.gate.wait()
-                tick = orjson.loads(event.message.value)
-                p = event.message.partition
-                wm = tick.get("now_us")
-                if wm is None and p in self.chat_parts:
-                    wm = self.chat_parts[p].watermark
+                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                    continue
+                m = event.message
+                tick = orjson.loads(m.value)
+                p = m.partition
+                kp = await self._chat_part(p)
+                flush = tick.get("flush", False)
+                self._emit(p, kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=flush), self.sessions_docs,
+                           f"chats:{p}")
+                wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
                 if wm is not None:
-                    self._forward_watermark(f"chats:{p}", wm, tick.get("flush", False))
+                    self._forward_watermark(f"chats:{p}", wm, flush)
 
         @app.agent(self.contribs, name="shopwatch-shops", concurrency=1)
         async def shop_agent(stream):
             async for event in stream.events():
-                if not self.gate.is_set():
-                    await self.gate.wait()
+                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                    continue
                 m = event.message
                 p = m.partition
                 part = await self._shop_part(p)
@@ -465,8 +491,8 @@ class Topology:
             # alert's status per shop and drops a copy; what the chats owe is written back
             # with it once per commit, and the delivery tasks post it (never awaited here).
             async for event in stream.events():
-                if not self.gate.is_set():
-                    await self.gate.wait()
+                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                    continue
                 m = event.message
                 book = await self._alert_book(m.partition)
                 a = orjson.loads(m.value)
@@ -492,33 +518,33 @@ class Topology:
 
         @app.timer(interval=0.5)
         async def verify_source_ends():
-            # The broker's end offsets of the order sources this worker reads, and when
-            # they were asked for: what _idle trusts.
+            # The broker's end offsets of every partition of the order sources, and when
+            # they were asked for: what _idle trusts (source_ends.py).
             if self.domain != EVENT:
                 return
             c = app.consumer
-            tps = [tp for tp in c.assignment() if tp.topic in self.order_sources]
-            if not tps or app.rebalancing:
+            mine = [tp for tp in c.assignment() if tp.topic in self.order_sources]
+            if not mine or app.rebalancing:
                 return
+            every = [TP(s, q) for s in self.order_sources for q in range(self.s.partitions)]
             asked = time.time()
             generation = app.consumer_generation_id
             try:
-                ends = await c.highwaters(*tps)
-                starts = await c.earliest_offsets(*tps)
+                ends = await c.highwaters(*every)
+                starts = await c.earliest_offsets(*mine)
             except Exception as exc:  # the broker is away: nothing is idle meanwhile
                 log.debug("end offsets of the order sources: %r", exc)
                 return
             if app.rebalancing or app.consumer_generation_id != generation:
                 return  # asked before a rebalance: _reset has started afresh
-            for tp, end in ends.items():
-                if end is not None:
-                    # (end, when asked, first offset: where a never-committed source starts)
-                    self.verified[TP(tp.topic, tp.partition)] = (end, asked, starts.get(tp) or 0)
+            self.source_ends.observe({TP(tp.topic, tp.partition): e for tp, e in ends.items()}, asked,
+                                     {TP(tp.topic, tp.partition): o for tp, o in starts.items()},
+                                     mine=[TP(tp.topic, tp.partition) for tp in mine])
 
         async def _reset(*_args, **_kw):
             # what was not written back is not committed either: the new owner reads it again
             self.held.clear()
-            self.verified.clear()
+            self.source_ends.clear()
             self.last_produced.clear()
             self.last_offset.clear()
             self.order_parts.clear()
@@ -526,78 +552,16 @@ class Topology:
             self.shop_parts.clear()
             self.alert_books.clear()
 
-        app.on_partitions_revoked.connect(_reset)
+        async def _revoked(*args, **kw):
+            self.sought.clear()  # (a rebalance always revokes first, if only the empty set)
+            await _reset(*args, **kw)
+
+        app.on_partitions_revoked.connect(_revoked)
         app.on_partitions_assigned.connect(_reset)
         self._install_views()
 
     # ----------------------------------------------------------------- views
     def _install_views(self) -> None:
-        app = self.app
-        topo = self
+        from .views import install_views
 
-        async def owner(table, key: bytes, web, request):
-            """The owner's answer when another worker owns ``key``, else None."""
-            try:
-                return await app.router.route_req(table.name, key, web, request)
-            except faust.exceptions.SameNode:
-                return None
-
-        @app.page("/shops/{platform}/{shop_id}/score")
-        async def shop_score(web, request, platform, shop_id):
-            key = f"{platform}:{shop_id}"
-            routed = await owner(topo.shops_table, key.encode(), web, request)
-            if routed is not None:
-                return routed
-            part = topo.shop_parts.get(topo.partition_of(key))
-            st = part.states.get(key) if part is not None else None  # in memory: newer than the table
-            if st is None:
-                doc = topo.shops_docs.get(key)
-                if doc is None or doc.get("s") is None:
-                    return web.json({"error": "unknown shop", "shop": key}, status=404)
-                st = ShopState.restore(doc["s"])
-            return web.json(topo.shop_logic.snapshot(st, st.now_us or 0))
-
-        @app.page("/orders/{order_id}")
-        async def order_view(web, request, order_id):
-            routed = await owner(topo.orders_table, order_id.encode(), web, request)
-            if routed is not None:
-                return routed
-            kp = topo.order_parts.get(topo.partition_of(order_id))
-            if kp is not None:  # in memory: newer than the table
-                st = kp.states.get(order_id)
-                queued = len(kp.pending.get(order_id) or ())
-            else:
-                doc = topo.orders_docs.get(order_id)
-                st = OrderState.restore(doc["s"]) if doc is not None and doc.get("s") is not None else None
-                queued = len(doc.get("q") or ()) if doc is not None else 0
-            if st is None:
-                return web.json({"error": "unknown order", "order_id": order_id}, status=404)
-            return web.json({
-                "order_id": order_id, "platform": st.platform, "shop_id": st.shop_id,
-                "paid_at": fmt_ts(st.paid_us) if st.paid_us else None,
-                "latest_ship_time": fmt_ts(st.lst_us) if st.lst_us else None,
-                "shipped_at": fmt_ts(st.shipped_us) if st.shipped_us else None,
-                "cancelled_at": fmt_ts(st.cancelled_us) if st.cancelled_us else None,
-                "signed_at": fmt_ts(st.signed_us) if st.signed_us else None,
-                "deadlines": {n: fmt_ts(d) for n, d in topo.order_logic.timers(st).items()},
-                "open_alerts": sorted(st.open.values()),
-                "refunds": sorted(st.refunds),
-                "queued_events": queued,
-            })
-
-        @app.page("/alerts")
-        async def alerts_view(web, request):
-            shop_id = request.query.get("shop_id")
-            status = request.query.get("status", "firing")
-            if not shop_id:
-                return web.json({"error": "shop_id is required"}, status=400)
-            if status not in ("firing", "resolved", "all"):
-                return web.json({"error": "status is firing, resolved or all"}, status=400)
-            routed = await owner(topo.alerts_table, shop_id.encode(), web, request)
-            if routed is not None:
-                return routed
-            p = topo.partition_of(shop_id)
-            book = topo.alert_books.get(p) or AlertBook([], p, docs=topo.alerts_docs)
-            shop = book.shop(shop_id)  # in memory: newer than the table
-            items = [a for a in (shop.log.values() if shop else ()) if status == "all" or a["status"] == status]
-            return web.json({"shop_id": shop_id, "status": status, "alerts": sorted(items, key=lambda a: a["at"])})
+        install_views(self.app, self)

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from shopwatch.agents.app import build_app, seek_uncommitted_to_start
+from shopwatch.agents.app import after_seek, build_app, seek_uncommitted_to_start
 from shopwatch.agents.settings import settings
+from shopwatch.agents.source_ends import SourceEnds
 from shopwatch.agents.topology import Topology
 
 
@@ -112,25 +113,147 @@ def test_partitions_without_a_committed_offset_go_back_to_their_start_after_a_se
     assert sorted(c.seeks) == sorted([(fresh, 3), (zero, 3)])
 
 
-def _topology(verified, last_offset, committed):
+def _topology(verified, last_offset, committed, moved_at=0.0):
+    """A Topology seen by _idle: the broker answered ``verified`` (TP -> (end, asked,
+    first)) and the order sources' ends last moved at ``moved_at``."""
+    ends = SourceEnds()
+    for tp, (end, asked, first) in verified.items():
+        ends.observe({tp: end}, moved_at, {tp: first}, mine=[tp])
+        ends.verified[tp] = (end, asked, first)
     return SimpleNamespace(app=SimpleNamespace(consumer=SimpleNamespace(_committed_offset=committed)),
-                           verified=verified, last_offset=last_offset)
+                           source_ends=ends, last_offset=last_offset)
 
 
 def test_a_merge_source_is_idle_only_when_the_broker_showed_it_read_after_the_waiting_records():
     ships, refunds = "shop.shipments", "shop.refunds"
     t = _topology({TP(ships, 1): (0, 100.0, 0), TP(refunds, 1): (5, 100.0, 0)}, {(refunds, 1): 4}, {})
     # both read to the end the broker gave at 100.0: idle for records produced a margin before
-    assert Topology._idle(t, 1, [ships, refunds], since=98.5) == {ships, refunds}
+    assert Topology._idle(t, 1, [ships, refunds], since=97.5) == {ships, refunds}
     # a record produced shortly before (or after) that answer may not have reached the broker then
-    assert Topology._idle(t, 1, [ships, refunds], since=99.5) == frozenset()
+    assert Topology._idle(t, 1, [ships, refunds], since=98.5) == frozenset()
     assert Topology._idle(t, 1, [ships, refunds], since=100.5) == frozenset()
     # records the broker has and the worker did not read yet
-    t.verified[TP(ships, 1)] = (7, 101.0, 0)
-    assert Topology._idle(t, 1, [ships, refunds], since=98.5) == {refunds}
+    t.source_ends.verified[TP(ships, 1)] = (7, 101.0, 0)
+    assert Topology._idle(t, 1, [ships, refunds], since=97.5) == {refunds}
     # never asked (just assigned): not idle; read up to the committed offset counts
     t2 = _topology({TP(ships, 2): (7, 100.0, 0)}, {}, {TP(ships, 2): 7})
     assert Topology._idle(t2, 2, [ships, refunds], since=50.0) == {ships}
     # never committed and retention removed every record: nothing to read
     t3 = _topology({TP(ships, 3): (7, 100.0, 7)}, {}, {})
     assert Topology._idle(t3, 3, [ships], since=50.0) == {ships}
+
+
+def test_a_read_source_is_not_idle_while_any_order_source_is_still_being_appended_to():
+    """A producer with a backlog appends records seconds after it stamped them and
+    not in stamp order across partitions: while any end moves, a record stamped
+    before the waiting ones may still be on its way (the kill test under load)."""
+    orders, refunds = TP("shop.orders", 0), TP("shop.refunds", 0)
+    other = TP("shop.orders", 3)  # another worker's partition
+    e = SourceEnds(quiet_s=2.0, max_idle_s=30.0)
+    at_end = lambda tp, first: {orders: 10, refunds: 5}[tp]  # noqa: E731
+    e.observe({orders: 10, refunds: 5, other: 100}, 100.0, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == []  # nothing known before the first answer
+    e.observe({orders: 10, refunds: 5, other: 100}, 101.0, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == []  # quiet for 1 s only
+    e.observe({orders: 10, refunds: 5, other: 100}, 102.0, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == [refunds]  # quiet for 2 s
+    # the producer appends elsewhere: refunds:0, read to its end, may still get an older record
+    e.observe({orders: 10, refunds: 5, other: 140}, 102.5, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == []
+    e.observe({orders: 10, refunds: 5, other: 180}, 104.0, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == []
+    e.observe({orders: 10, refunds: 5, other: 180}, 106.0, mine=[orders, refunds])
+    assert e.idle([refunds], since=90.0, position=at_end) == [refunds]
+    # a steady stream never goes quiet: a sparse source counts as idle once its own end
+    # has stood still for max_idle_s
+    for i in range(1, 60):
+        e.observe({orders: 10 + i, refunds: 5, other: 180 + i}, 106.5 + i, mine=[orders, refunds])
+        got = e.idle([refunds], since=90.0, position=lambda tp, first, i=i: {orders: 10 + i, refunds: 5}[tp])
+        assert got == ([refunds] if 106.5 + i - 100.0 >= 30.0 else []), i
+    e.clear()
+    assert e.idle([refunds], since=0.0, position=at_end) == []
+
+
+def test_stream_partitions_resumed_in_a_rebalance_are_fetched_only_after_the_seek():
+    """Faust resumes the stream partitions before its seek and fills _committed_offset at
+    the seek's end: records fetched in between were skipped and their copies dropped."""
+    orders, changelog = TP("shop.orders", 0), TP("app-orders-changelog", 0)
+    order = []
+
+    class C:
+        app = SimpleNamespace(rebalancing=True)
+        _committed_offset: dict = {}
+
+        def assignment(self):
+            return {orders, changelog}
+
+        def _is_changelog_tp(self, tp):
+            return tp.topic.endswith("-changelog")
+
+        def resume_partitions(self, tps):
+            order.append(("resume", sorted(tps)))
+
+        async def perform_seek(self):
+            await asyncio.sleep(0)
+            self._committed_offset[orders] = 7
+            order.append("seek")
+
+    c = C()
+    after_seek(c, [lambda: order.append(("hook", dict(c._committed_offset)))])
+    c.resume_partitions({changelog})  # table recovery: at once
+    c.resume_partitions({orders})  # Recovery._resume_streams: held until the seek
+    assert order == [("resume", [changelog])]
+    asyncio.run(c.perform_seek())
+    assert order[1:] == ["seek", ("resume", [orders]), ("hook", {orders: 7})]
+    # the seek Faust's fetch loop makes when it finds the flow stopped is not that one
+    asyncio.run(c.perform_seek())
+    assert order[-1] == "seek"
+    c.app.rebalancing = False  # outside a rebalance nothing is held
+    c.resume_partitions({orders})
+    assert order[-1] == ("resume", [orders])
+
+
+def _waiting_topology():
+    t = SimpleNamespace(app=SimpleNamespace(rebalancing_count=1), gate=asyncio.Event(), sought=asyncio.Event())
+    t.gate.set()
+    return t
+
+
+def test_a_record_taken_before_the_seek_waits_for_it_and_is_then_processed():
+    async def scenario():
+        t = _waiting_topology()
+        msg = SimpleNamespace(acked=False)
+        task = asyncio.ensure_future(Topology._ready(t, SimpleNamespace(message=msg)))
+        await asyncio.sleep(0.3)
+        assert not task.done()  # the committed offsets are not known yet
+        t.sought.set()
+        return await task, msg.acked
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_record_still_waiting_when_a_rebalance_starts_is_dropped_unacknowledged():
+    async def scenario():
+        t = _waiting_topology()
+        msg = SimpleNamespace(acked=False)
+        task = asyncio.ensure_future(Topology._ready(t, SimpleNamespace(message=msg)))
+        await asyncio.sleep(0.1)
+        t.app.rebalancing_count += 1  # Faust waits for every record taken to be acked before it revokes
+        return await asyncio.wait_for(task, 5), msg.acked
+
+    # not processed, and marked so that Message.ack leaves its offset out of any commit
+    assert asyncio.run(scenario()) == (False, True)
+
+
+def test_a_record_waits_for_the_write_back():
+    async def scenario():
+        t = _waiting_topology()
+        t.sought.set()
+        t.gate.clear()  # a write-back is running
+        task = asyncio.ensure_future(Topology._ready(t, SimpleNamespace(message=SimpleNamespace(acked=False))))
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        t.gate.set()
+        return await task
+
+    assert asyncio.run(scenario()) is True
