@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/replay_bench.py
 	$(KAFKA) up
 	$(BIN)/python bench/worker_bench.py $(WORKER_BENCH_ARGS)
+	$(BIN)/python bench/state_bench.py $(STATE_BENCH_ARGS)
 
 demo: $(BIN)/shopwatch
 	$(KAFKA) up

@@ -14,26 +14,29 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import UTC, datetime
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from broker_helpers import free_port, shopwatch_cmd
+from broker_helpers import (  # P: also imported from here by the other broker tests
+    UNTIL,
+    P,  # noqa: F401
+    _compare,
+    _final_scores,
+    _produce,
+    _read,
+    _records,
+    _start,
+    _tick,
+    _utc,
+    _wait_drained,
+    _wait_shops_caught_up,
+    _workers,
+    shopwatch_cmd,
+)
 from chat_receiver import Receiver
 from test_broker_ingest import Worker, _http
 
-from shopwatch.schemas.events import TOPIC_OF_TYPE, InvalidEvent, decode, key_of
-
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
-
-P = 4
-UNTIL = "2026-10-06T00:00:00+08:00"
-
-
-def _utc(s: str) -> str:
-    return datetime.fromisoformat(s).astimezone(UTC).isoformat()
-
 
 def _sim(path, seed=11) -> list[bytes]:
     subprocess.run(shopwatch_cmd("simulate", "--seed", str(seed), "--shops", "10", "--days", "4",
@@ -48,52 +51,6 @@ def _replay(path, tmp_path):
     alerts = [orjson.loads(x) for x in a.read_bytes().splitlines() if x.strip()]
     scores = {(x["platform"], x["shop_id"]): x["indicators"] for x in orjson.loads(s.read_bytes())}
     return alerts, scores
-
-
-def _records(lines: list[bytes], prefix: str) -> list[tuple[str, bytes | None, bytes]]:
-    out = []
-    for line in lines:
-        try:
-            ev = decode(line)
-        except InvalidEvent:
-            out.append((prefix + "shop.orders", None, line))  # dead-lettered by the worker
-            continue
-        out.append((prefix + TOPIC_OF_TYPE[ev["type"]], key_of(ev).encode(), line))
-    return out
-
-
-async def _produce(bootstrap, records):
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        futs = [await producer.send(t, key=k, value=v) for t, k, v in records]
-        await asyncio.gather(*futs)
-    finally:
-        await producer.stop()
-
-
-async def _read(bootstrap, topic, settle: float = 4.0, timeout: float = 120.0, until=None):
-    """Everything on ``topic`` once nothing new came for ``settle`` s (and ``until(msgs)`` holds)."""
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False)
-    await c.start()
-    got = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        quiet_since = loop.time()
-        while loop.time() < deadline:
-            batch = await c.getmany(timeout_ms=500)
-            n = sum(len(v) for v in batch.values())
-            for msgs in batch.values():
-                got.extend(orjson.loads(m.value) for m in msgs)
-            if n:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= settle and (until is None or until(got)):
-                break
-        return got
-    finally:
-        await c.stop()
 
 
 def _consumed(workers) -> float:
@@ -117,98 +74,6 @@ def _wait_consumed(workers, n, timeout=180):
     pytest.fail(f"consumed {_consumed(workers)} of {n}:\n" + "\n---\n".join(w.log_tail(30) for w in workers))
 
 
-async def _lag(bootstrap, group, topics, detail=False):
-    """Records of ``topics`` not yet committed by the consumer group ``group``."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.structs import TopicPartition
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(P)]
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(group)
-        lags = {f"{tp.topic.rsplit('.', 1)[1]}:{tp.partition}": ends[tp] - (committed[tp].offset if tp in committed
-                                                                              else 0) for tp in tps}
-        return {k: v for k, v in lags.items() if v} if detail else sum(max(0, v) for v in lags.values())
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-def _wait_drained(env, prefix, timeout=150):
-    """Until the workers' group has committed every input record (then they were all processed)."""
-    topics = [prefix + t for t in ("shop.orders", "shop.shipments", "shop.refunds", "shop.chats")]
-    deadline = time.monotonic() + timeout
-    lag = None
-    while time.monotonic() < deadline:
-        lag = asyncio.run(_lag(env["KAFKA_BOOTSTRAP"], env["SHOPWATCH_APP_ID"], topics))
-        if lag == 0:
-            return
-        time.sleep(2)
-    detail = asyncio.run(_lag(env["KAFKA_BOOTSTRAP"], env["SHOPWATCH_APP_ID"], topics, detail=True))
-    pytest.fail(f"input not drained after {timeout}s: lag {lag} {detail}")
-
-
-async def _ends(bootstrap, topic):
-    from aiokafka.structs import TopicPartition
-
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await c.start()
-    try:
-        return await c.end_offsets([TopicPartition(topic, p) for p in range(P)])
-    finally:
-        await c.stop()
-
-
-def _wait_shops_caught_up(env, prefix, timeout=150):
-    """Until the shop agents have committed everything on shop.contribs that was there
-    now (after a restart, recovery resends and reprocessing can still be on their way to
-    the shops when every shop has already sent a snapshot as of the end)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    topic = prefix + "shop.contribs"
-    ends = asyncio.run(_ends(env["KAFKA_BOOTSTRAP"], topic))
-
-    async def committed():
-        admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP"])
-        await admin.start()
-        try:
-            return await admin.list_consumer_group_offsets(env["SHOPWATCH_APP_ID"])
-        finally:
-            await admin.close()
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = asyncio.run(committed())
-        if all(tp in got and got[tp].offset >= end for tp, end in ends.items()):
-            return
-        time.sleep(2)
-    pytest.fail(f"shops did not catch up on {topic} within {timeout}s")
-
-
-def _tick(env):
-    subprocess.run(shopwatch_cmd("tick", "--until", UNTIL), env=env, check=True, capture_output=True)
-
-
-def _compare(kafka_alerts, replay_alerts):
-    k = Counter((a["alert_id"], a["status"], _utc(a["at"])) for a in kafka_alerts)
-    r = Counter((a["alert_id"], a["status"], _utc(a["at"])) for a in replay_alerts)
-    assert set(k) == set(r), (f"missing on Kafka: {sorted(set(r) - set(k))[:5]}; "
-                              f"extra on Kafka: {sorted(set(k) - set(r))[:5]}")
-    return k, r
-
-
-def _final_scores(msgs, shops):
-    snaps = {}
-    for s in msgs:
-        if _utc(s["as_of"]) == _utc(UNTIL):
-            snaps[(s["platform"], s["shop_id"])] = s["indicators"]
-    return snaps
-
-
 @pytest.fixture
 def sim(tmp_path):
     path = tmp_path / "events.jsonl"
@@ -223,11 +88,6 @@ def sim(tmp_path):
 def chat():
     with Receiver() as r:
         yield r
-
-
-def _chat_env(chat) -> str:
-    # Slack digests (1 s group wait, 2 s interval) so the test sees them within seconds
-    return chat.sinks_env("slack", group_wait=1, group_interval=2)
 
 
 def _notified(chat, r_alerts, timeout=90):
@@ -253,31 +113,6 @@ def _alert_states_equal_replay(worker, r_alerts):
         assert st == 200, body
         got = {a["alert_id"]: (a["status"], _utc(a["at"])) for a in json.loads(body)["alerts"]}
         assert got == want, shop
-
-
-def _workers(shopwatch_env, tmp_path, n=2, chat=None):
-    base = {**shopwatch_env, "SHOPWATCH_PARTITIONS": str(P), "SHOPWATCH_CLOCK": "event"}
-    if chat is not None:
-        base["SHOPWATCH_SINKS"] = _chat_env(chat)
-    envs = []
-    for i in range(n):
-        envs.append({**base, "SHOPWATCH_WEB_PORT": str(free_port()),
-                     "SHOPWATCH_DATA_DIR": str(tmp_path / f"data-{i}")})
-    return envs
-
-
-def _start(envs, tmp_path):
-    """The workers, ready, once the group has settled with all of them."""
-    workers = [Worker(e, tmp_path / f"w{i}.log") for i, e in enumerate(envs)]
-    try:
-        for w in workers:
-            w.wait_ready()
-    except BaseException:
-        for w in workers:
-            w.stop()
-        raise
-    time.sleep(5)
-    return workers
 
 
 def test_two_workers_equal_replay_and_answer_http(kafka_bootstrap, shopwatch_env, topic_prefix, tmp_path, sim,
