@@ -21,7 +21,7 @@ in :func:`state_dir`, ``data_dir/<app id>/<topic prefix>``, so that apps
 sharing a data directory never read each other's tables; and a table
 partition whose local files are ahead of its changelog (topics deleted and
 recreated, another cluster) is dropped and restored from the changelog
-instead of crashing the worker (:class:`ShopwatchRecovery`).
+instead of crashing the worker (``faust_fixes.ShopwatchRecovery``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,14 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_lz4
 from aiokafka.errors import TopicAlreadyExistsError, for_code
-from faust.tables import TableManager
-from faust.tables.recovery import Recovery
 
+from shopwatch.agents.faust_fixes import (
+    ShopwatchTableManager,
+    after_seek,
+    flush_completely,
+    seek_uncommitted_to_start,
+    write_back_before_commit,
+)
 from shopwatch.agents.settings import Settings
 from shopwatch.agents.settings import settings as load_settings
 from shopwatch.schemas.events import (
@@ -184,142 +188,6 @@ class ShopwatchApp(faust.App):
         return out
 
 
-def seek_uncommitted_to_start(consumer) -> None:
-    """After each "seek to committed", put partitions without a committed offset
-    back at their first record.
-
-    Faust pauses source partitions while tables recover and drops the records
-    the fetcher brings for paused partitions meanwhile; afterwards it seeks every
-    partition to its committed offset to read them again. aiokafka's
-    ``seek_to_committed`` leaves a partition without a committed offset (or with
-    0) where the fetcher is, past the dropped records: after a rebalance those
-    records were never processed by anyone (the kill test lost alerts this way:
-    a partition nobody had committed yet started at its end). Such a partition
-    would have started at its beginning (``auto_offset_reset=earliest``).
-    """
-    seek_to_committed = consumer.seek_to_committed
-
-    async def seek() -> dict:
-        offsets = await seek_to_committed()
-        fresh = [tp for tp, off in offsets.items() if not off and not consumer._is_changelog_tp(tp)]
-        if fresh:
-            starts = await consumer.earliest_offsets(*fresh)
-            # seek_wait seeks in the consumer's own thread (aiokafka's fetcher lives there)
-            await consumer.seek_wait({tp: starts.get(tp) or 0 for tp in fresh})
-        return offsets
-
-    consumer.seek_to_committed = seek
-
-
-def after_seek(consumer, hooks: list) -> None:
-    """Fetch a rebalance's stream partitions only from their committed offsets, and
-    run ``hooks`` (no arguments) once ``_committed_offset`` holds them.
-
-    faust-streaming 0.15.3 resumes the stream partitions and then seeks them to
-    their committed offsets (``Recovery._resume_streams`` and
-    ``on_recovery_completed``: ``resume_partitions``, then ``await
-    perform_seek()``, which fills ``_committed_offset`` only at its end). The
-    fetcher delivers records in between, from wherever it stood, while Faust's
-    flow control is still suspended: the streams skip them unacknowledged, and
-    the fetch loop, finishing that batch after the seek, moves the read offset
-    past them again, so their copies from the committed offset are dropped as
-    already read. The kill test showed both ends of it: a partition whose
-    commits stopped for good at such a hole (the input never drained), and a
-    record lost when a partition rebuilt its state before the seek (it did not
-    know its queued records were committed, dropped them to be read again, and
-    the seek went past them). So stream partitions resumed during a rebalance
-    stay paused until the seek is done."""
-    perform_seek = consumer.perform_seek
-    resume = consumer.resume_partitions
-    held: set = set()
-
-    def resume_partitions(tps) -> None:
-        tps = set(tps)
-        if getattr(consumer.app, "rebalancing", False):
-            stream = {tp for tp in tps if not consumer._is_changelog_tp(tp)}
-            held.update(stream)
-            tps -= stream
-        if tps:
-            resume(tps)
-
-    async def seek() -> None:
-        # Faust also seeks when its fetch loop finds the flow stopped (the start of a
-        # rebalance): only the seek that follows the recovery's resume is the one awaited
-        recovered = bool(held)
-        await perform_seek()
-        if recovered:
-            assigned = consumer.assignment()
-            resume({tp for tp in held if tp in assigned})
-            held.clear()
-            for hook in hooks:
-                hook()
-
-    consumer.resume_partitions = resume_partitions
-    consumer.perform_seek = seek
-
-
-def write_back_before_commit(consumer, hooks: list) -> None:
-    """Run ``hooks`` (async, no arguments) at the start of every offset commit.
-
-    faust-streaming 0.15.3's ``Consumer._commit_offsets`` flushes the producer and
-    then commits the offsets it was given (acked records). State kept in memory
-    and written back here, before that flush, is on the changelog before the
-    offsets of the records that changed it are committed (Kafka Streams flushes
-    its record cache at the same point)."""
-    commit_offsets = consumer._commit_offsets
-
-    async def commit(offsets, start_new_transaction: bool = True):
-        for hook in hooks:
-            await hook()
-        return await commit_offsets(offsets, start_new_transaction=start_new_transaction)
-
-    consumer._commit_offsets = commit
-
-
-def flush_completely(buffer) -> None:
-    """Make ``buffer.flush()`` (a Faust ProducerBuffer) return only once every message
-    put before it has been handed over to aiokafka.
-
-    Faust flushes the producer before it commits offsets, so that table writes
-    (changelog messages, queued in this buffer) reach Kafka before the offsets of
-    the records that caused them. faust-streaming 0.15.3's ``flush`` is
-    ``flush_atmost(None)``, which returns as soon as one message takes more than
-    0.1 s to hand over, leaving the rest queued: under load a commit then runs
-    ahead of its changelog writes, and a worker killed right after loses table
-    writes of committed records (the kill test saw an alert agent's writes for a
-    whole second vanish). Waiting until every message put before the flush is
-    handed over keeps the commit after its changelog writes.
-    """
-    step = buffer.flush_atmost
-    counts = {"put": 0, "handed": 0}
-    put = buffer.put
-    hand_over = buffer._send_pending
-
-    def counted_put(fut) -> None:
-        put(fut)
-        counts["put"] += 1
-
-    async def tracked(fut) -> None:
-        try:
-            await hand_over(fut)
-        finally:
-            counts["handed"] += 1
-
-    async def flush() -> None:
-        # every message put before this flush (the queue is FIFO and handed over one
-        # at a time); not those put meanwhile, or a busy worker would never commit
-        target = counts["put"]
-        while counts["handed"] < target:
-            if buffer.state != "running":  # stopping: Faust's own flush
-                await step(None)
-                return
-            await asyncio.sleep(0.005)
-
-    buffer.put = counted_put
-    buffer._send_pending = tracked
-    buffer.flush = flush
-
-
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NO_PREFIX_DIR = "_no-prefix"
 
@@ -353,81 +221,6 @@ def state_dir(s: Settings, app_id: str | None = None) -> Path:
             / (_dir_name(s.topic_prefix) if s.topic_prefix else NO_PREFIX_DIR))
 
 
-def drop_table_partition(table, partition: int) -> bool:
-    """Delete the local RocksDB files of one partition of ``table`` (reopened empty).
-
-    Returns False (nothing done) for a store that is not Faust's RocksDB store."""
-    store = table.data
-    dbs = getattr(store, "_dbs", None)
-    partition_path = getattr(store, "partition_path", None)
-    if dbs is None or partition_path is None:
-        return False
-    db = dbs.pop(partition, None)
-    if db is not None:
-        db.close()  # releases the RocksDB lock (rocksdict)
-    key_index = getattr(store, "_key_index", None)
-    if key_index is not None:
-        key_index.clear()  # key -> partition cache: may point at the dropped partition
-    shutil.rmtree(partition_path(partition), ignore_errors=True)
-    store._db_for_partition(partition)  # assigned partitions stay open, as Faust has them
-    return True
-
-
-class ShopwatchRecovery(Recovery):
-    """Faust's table recovery, dropping a partition whose local state is ahead of its changelog.
-
-    faust-streaming 0.15.3 (``faust/tables/recovery.py``, ``Recovery._restart_recovery``)
-    reads every assigned changelog partition from the offset persisted in the local
-    RocksDB store (``Store.persisted_offset``) and, when that offset is above the
-    changelog's last offset (its "highwater"), raises ``ConsistencyError`` ("The
-    persisted offset for changelog topic partition ... is higher than the last offset
-    in that topic (highwater)"): the Recovery service crashes and the worker with it.
-    It happens whenever the changelog lost records the local files have: the topics
-    were deleted and recreated, or the worker points at another cluster. (When the
-    highwater or the offset is 0 it does not even raise, and silently keeps the stale
-    local state.)
-
-    The local files then hold state the changelog does not, so the only consistent
-    state is the changelog's: before Faust builds its start offsets
-    (``_build_offsets``, called for the active and for the standby partitions, before
-    either consistency check), we compare each partition's offset with the
-    changelog's end offset and, if it is ahead, delete that partition's local store
-    and forget the offset, so that Faust restores the partition from the start of
-    its changelog. A warning is logged for every partition dropped.
-    """
-
-    async def _build_offsets(self, consumer, tps, destination, title: str) -> None:
-        # destination: the offset each partition resumes after (its persisted offset), or None
-        known = {tp: destination[tp] for tp in tps if destination.get(tp) is not None}
-        if known:
-            ends = await consumer.highwaters(*known)  # end offsets: the next offset to be written
-            for tp, offset in known.items():
-                end = ends.get(tp)
-                if end is None or offset < end:
-                    continue
-                table = self.tp_to_table.get(tp)
-                if table is None or not drop_table_partition(table, tp.partition):
-                    continue  # not ours to fix: Faust's own check decides
-                log.warning(
-                    "table %s: local state of changelog %s[%d] is ahead of the changelog "
-                    "(persisted offset %d, changelog end offset %d: topic deleted and recreated, "
-                    "or another cluster?): dropped it, restoring from the changelog",
-                    table.name, tp.topic, tp.partition, offset, end,
-                )
-                destination[tp] = None
-        await super()._build_offsets(consumer, tps, destination, title)
-
-
-class ShopwatchTableManager(TableManager):
-    """Faust's TableManager with :class:`ShopwatchRecovery` as its recovery service."""
-
-    @property
-    def recovery(self) -> Recovery:
-        if self._recovery is None:
-            self._recovery = ShopwatchRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
-        return self._recovery
-
-
 def advertised_host(s: Settings) -> str:
     """The host the other workers forward requests to: SHOPWATCH_WEB_HOST, else the bind
     address, else (a wildcard bind, as in containers) this machine's name. It was
@@ -444,6 +237,9 @@ def broker_urls(bootstrap: str) -> list[str]:
     return ["kafka://" + h.strip() for h in bootstrap.split(",") if h.strip()]
 
 
+_RAW = {"key_serializer": "raw", "value_serializer": "raw"}  # keys and values: bytes as they are
+
+
 def build_app(s: Settings | None = None, *, app_id: str | None = None) -> ShopwatchApp:
     """A Faust app for Settings ``s`` (default: from the environment)."""
     s = s or load_settings()
@@ -456,8 +252,7 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
         # its recovery drops local table state ahead of the changelog instead of crashing
         TableManager=ShopwatchTableManager,
         autodiscover=False,
-        key_serializer="raw",
-        value_serializer="raw",
+        **_RAW,
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         # A new consumer group starts from the beginning of the input topics:
@@ -485,8 +280,7 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
             names[default_name],
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
+            **_RAW,
             partitions=s.partitions,
             replicas=s.replication_factor,
             compacting=True if compact else None,

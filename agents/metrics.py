@@ -70,10 +70,12 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from functools import partial
 
 from faust import current_event
 from prometheus_client import REGISTRY, Gauge, Histogram
 
+from shopwatch.agents.faust_fixes import committed_offset, read_offset
 from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_ALERTS, TOPIC_CONTRIBS, TOPIC_TICKS
 from shopwatch.streams.alerts import SEVERITY
 from shopwatch.streams.clock import EVENT
@@ -87,50 +89,48 @@ LATENCY = Histogram("shopwatch_event_alert_latency_seconds",
 _LATENCY_OF = {cause: LATENCY.labels(cause) for cause in ("record", "tick")}
 
 # Read at scrape time by TopologyCollector: not registered themselves, refilled on every collect().
-CONSUMER_LAG = Gauge("shopwatch_consumer_lag",
-                     "Records behind the end offset (last fetched highwater minus the committed offset)",
-                     ["topic", "partition"], registry=None)
-WATERMARK = Gauge("shopwatch_watermark_timestamp_seconds", "A partition's event clock (Unix time)",
-                  ["kind", "partition"], registry=None)
-WATERMARK_LAG = Gauge("shopwatch_watermark_lag_seconds",
-                      "How far a partition's event clock is behind the wall clock", ["kind", "partition"],
-                      registry=None)
-EVENT_CLOCK = Gauge("shopwatch_event_clock", "1 on the event clock (backfills), 0 on the wall clock",
-                    registry=None)
-ENTITIES = Gauge("shopwatch_entities", "Orders or chat sessions kept in state (not retired); shops owned",
-                 ["kind", "partition"], registry=None)
-OPEN_ENTITIES = Gauge("shopwatch_open_entities",
-                      "Orders (chat sessions) with a deadline not reached yet on the partition's clock",
-                      ["kind", "partition"], registry=None)
-PENDING_DEADLINES = Gauge("shopwatch_pending_deadlines",
-                          "Timer heap entries: deadlines, retention sweeps, shop timers (stale ones included)",
-                          ["kind", "partition"], registry=None)
-MERGE_QUEUED = Gauge("shopwatch_merge_queued", "Records (shops: entity updates) held in the event-time merge",
-                     ["kind", "partition"], registry=None)
-PARTITIONS_ACTIVE = Gauge("shopwatch_partitions_active",
-                          "Partitions with a state object in memory (recovered from the table and processing)",
-                          ["kind"], registry=None)
-RECOVERING = Gauge("shopwatch_recovery_in_progress", "1 while Faust restores this worker's tables",
-                   registry=None)
-TABLE_ASSIGNED = Gauge("shopwatch_table_partitions_assigned", "Active table partitions assigned to this worker",
-                       ["table"], registry=None)
-TABLE_RECOVERED = Gauge("shopwatch_table_partitions_recovered",
-                        "Active table partitions restored from their changelog", ["table"], registry=None)
-TABLE_REMAINING = Gauge("shopwatch_table_recovery_remaining_records",
-                        "Changelog records still to restore into the active table partitions", ["table"],
-                        registry=None)
-SHOPS = Gauge("shopwatch_shops", "Shops whose aggregates this worker owns", registry=None)
-SHOP_SUPPRESSED = Gauge("shopwatch_shop_metrics_suppressed",
-                        "1 while per-shop series are not exported (more shops than SHOPWATCH_SHOP_METRICS_MAX)",
-                        registry=None)
-SHOP_SCORE = Gauge("shopwatch_shop_score", "A shop's score (小红书 服务分)", ["platform", "shop"], registry=None)
-SHOP_INDICATOR = Gauge("shopwatch_shop_indicator", "A shop's indicator value over its window",
-                       ["platform", "shop", "indicator"], registry=None)
-SHOP_DIMENSION = Gauge("shopwatch_shop_dimension_score", "A shop's dimension score (小红书)",
-                       ["platform", "shop", "dimension"], registry=None)
-SHOP_LEVEL = Gauge("shopwatch_shop_level", "A shop's level (抖音 商家等级)", ["platform", "shop"], registry=None)
-SEVERITY_INFO = Gauge("shopwatch_alert_severity_info", "The default severity of each alert kind (value 1)",
-                      ["kind", "severity"], registry=None)
+_ScrapedGauge = partial(Gauge, registry=None)
+
+
+CONSUMER_LAG = _ScrapedGauge("shopwatch_consumer_lag",
+                             "Records behind the end offset (last fetched highwater minus the committed offset)",
+                             ["topic", "partition"])
+WATERMARK = _ScrapedGauge("shopwatch_watermark_timestamp_seconds", "A partition's event clock (Unix time)",
+                          ["kind", "partition"])
+WATERMARK_LAG = _ScrapedGauge("shopwatch_watermark_lag_seconds",
+                              "How far a partition's event clock is behind the wall clock", ["kind", "partition"])
+EVENT_CLOCK = _ScrapedGauge("shopwatch_event_clock", "1 on the event clock (backfills), 0 on the wall clock")
+ENTITIES = _ScrapedGauge("shopwatch_entities", "Orders or chat sessions kept in state (not retired); shops owned",
+                         ["kind", "partition"])
+OPEN_ENTITIES = _ScrapedGauge("shopwatch_open_entities",
+                              "Orders (chat sessions) with a deadline not reached yet on the partition's clock",
+                              ["kind", "partition"])
+PENDING_DEADLINES = _ScrapedGauge("shopwatch_pending_deadlines",
+                                  "Timer heap entries: deadlines, retention sweeps, shop timers (stale ones included)",
+                                  ["kind", "partition"])
+MERGE_QUEUED = _ScrapedGauge("shopwatch_merge_queued", "Records (shops: entity updates) held in the event-time merge",
+                             ["kind", "partition"])
+PARTITIONS_ACTIVE = _ScrapedGauge("shopwatch_partitions_active",
+                                  "Partitions with a state object in memory (recovered from the table and processing)",
+                                  ["kind"])
+RECOVERING = _ScrapedGauge("shopwatch_recovery_in_progress", "1 while Faust restores this worker's tables")
+TABLE_ASSIGNED = _ScrapedGauge("shopwatch_table_partitions_assigned", "Active table partitions assigned to this worker",
+                               ["table"])
+TABLE_RECOVERED = _ScrapedGauge("shopwatch_table_partitions_recovered",
+                                "Active table partitions restored from their changelog", ["table"])
+TABLE_REMAINING = _ScrapedGauge("shopwatch_table_recovery_remaining_records",
+                                "Changelog records still to restore into the active table partitions", ["table"])
+SHOPS = _ScrapedGauge("shopwatch_shops", "Shops whose aggregates this worker owns")
+SHOP_SUPPRESSED = _ScrapedGauge("shopwatch_shop_metrics_suppressed",
+                                "1 while per-shop series are not exported (more shops than SHOPWATCH_SHOP_METRICS_MAX)")
+SHOP_SCORE = _ScrapedGauge("shopwatch_shop_score", "A shop's score (小红书 服务分)", ["platform", "shop"])
+SHOP_INDICATOR = _ScrapedGauge("shopwatch_shop_indicator", "A shop's indicator value over its window",
+                               ["platform", "shop", "indicator"])
+SHOP_DIMENSION = _ScrapedGauge("shopwatch_shop_dimension_score", "A shop's dimension score (小红书)",
+                               ["platform", "shop", "dimension"])
+SHOP_LEVEL = _ScrapedGauge("shopwatch_shop_level", "A shop's level (抖音 商家等级)", ["platform", "shop"])
+SEVERITY_INFO = _ScrapedGauge("shopwatch_alert_severity_info", "The default severity of each alert kind (value 1)",
+                              ["kind", "severity"])
 
 UNLABELED = (EVENT_CLOCK, RECOVERING, SHOPS, SHOP_SUPPRESSED)  # a sample only when set in this scrape
 PER_PARTITION = (WATERMARK, WATERMARK_LAG, ENTITIES, OPEN_ENTITIES, PENDING_DEADLINES, MERGE_QUEUED)
@@ -216,8 +216,6 @@ class TopologyCollector:
         names = topo.names
         consumed = {names[t] for t in (*INPUT_TOPICS, TOPIC_TICKS, TOPIC_CONTRIBS, TOPIC_ALERTS) if t in names}
         consumer = topo.app.consumer
-        committed = consumer._committed_offset
-        read = consumer._read_offset
         for tp in consumer.assignment():
             if tp.topic not in consumed:
                 continue
@@ -227,9 +225,9 @@ class TopologyCollector:
                 continue
             if end is None:
                 continue
-            pos = committed.get(tp)  # (.get: Faust keeps defaultdicts)
+            pos = committed_offset(consumer, tp)
             if pos is None:
-                pos = read.get(tp) or 0
+                pos = read_offset(consumer, tp) or 0
             CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - pos))
 
     def _partitions(self, topo, now: float) -> None:

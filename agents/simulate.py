@@ -484,23 +484,17 @@ class _Gen:
         t += self.sec(1800, 8 * 3600)
         push(t, "shipment.customs", si, {"order_id": oid, "status": "declared", "location": loc})
         x = r()
-        if x < 0.05:
-            t += self.sec(2 * 3600, 20 * 3600)
-            push(t, "shipment.customs", si, {"order_id": oid, "status": "held", "location": loc})
-            if r() < 0.85:
-                t += self.sec(86400, 5 * 86400)
+        if x < 0.08:  # held (5%) or an exception (3%): cleared after a while, or returned
+            held = x < 0.05
+            t += self.sec(2 * 3600, (20 if held else 30) * 3600)
+            push(t, "shipment.customs", si, {"order_id": oid, "status": "held" if held else "exception",
+                                             "location": loc})
+            if r() < (0.85 if held else 0.6):
+                t += self.sec(86400, (5 if held else 4) * 86400)
             else:
-                t += self.sec(3600, 2 * 86400)
-                push(t, "shipment.customs", si, {"order_id": oid, "status": "exception", "location": loc})
-                t += self.sec(86400, 3 * 86400)
-                push(t, "shipment.exception", si, {"order_id": oid, "reason": "returned", "location": loc})
-                return t, False
-        elif x < 0.08:
-            t += self.sec(2 * 3600, 30 * 3600)
-            push(t, "shipment.customs", si, {"order_id": oid, "status": "exception", "location": loc})
-            if r() < 0.6:
-                t += self.sec(86400, 4 * 86400)
-            else:
+                if held:
+                    t += self.sec(3600, 2 * 86400)
+                    push(t, "shipment.customs", si, {"order_id": oid, "status": "exception", "location": loc})
                 t += self.sec(86400, 3 * 86400)
                 push(t, "shipment.exception", si, {"order_id": oid, "reason": "returned", "location": loc})
                 return t, False
@@ -651,13 +645,17 @@ class _Gen:
             t += self.sec(2 * 3600, 48 * 3600)  # the merchant reconsiders
         ev(t, "refund.approved")
 
-        if kind == "refund_only" or req["no_return"]:
+        def settle(t: int, proof_min: int, median: int, most: int) -> int:
+            """The money goes back: a COD refund's proof first (slow at times), then the refund."""
             if cod:
-                t += self.sec(3600, 40 * 3600) if r() > sh.proof_slow_p else self.sec(49 * 3600, 80 * 3600)
+                t += self.sec(proof_min, 40 * 3600) if r() > sh.proof_slow_p else self.sec(49 * 3600, 80 * 3600)
                 ev(t, "refund.proof_uploaded")
-            t += self.logn(600, 1.2, 5, 4 * 3600)
+            t += self.logn(median, 1.2, 5, most)
             ev(t, "refund.completed", amount_fen=req["amount_fen"])
             return t
+
+        if kind == "refund_only" or req["no_return"]:
+            return settle(t, 3600, 600, 4 * 3600)
 
         # A return: the buyer ships it back (or never does).
         if r() < 0.08:
@@ -686,12 +684,7 @@ class _Gen:
             t += self.sec(3600, 48 * 3600)
             ev(t, "refund.closed")
             return t
-        if cod:
-            t += self.sec(1800, 40 * 3600) if r() > sh.proof_slow_p else self.sec(49 * 3600, 80 * 3600)
-            ev(t, "refund.proof_uploaded")
-        t += self.logn(1800, 1.2, 5, 12 * 3600)
-        ev(t, "refund.completed", amount_fen=req["amount_fen"])
-        return t
+        return settle(t, 1800, 1800, 12 * 3600)
 
     def review(self, sh: _Shop, oid: str, t: int, bad_logistics: bool, bad_product: bool) -> None:
         r = self.rng.random

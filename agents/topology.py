@@ -64,6 +64,7 @@ from shopwatch.streams.shop import ShopLogic, ShopState
 
 from . import metrics
 from .delivery import Delivery
+from .faust_fixes import committed_offset, leave_unacknowledged, partition_documents, write_documents
 from .settings import Settings
 from .source_ends import SourceEnds
 
@@ -105,51 +106,13 @@ class Docs:
         return self.table.get(key.encode(), default)
 
     def of_partition(self, p: int) -> list:
-        """(key, doc) of partition ``p`` (a scan of the local store: recovery only).
-
-        The RocksDB store keeps one database per changelog partition, which is
-        the topic partition here (same key bytes): only that one is read, not the
-        whole table once per partition on every rebalance."""
-        store = self.table.data
-        dbs = getattr(store, "_dbs", None)
-        if dbs is not None and p in dbs and hasattr(store, "_visible_items"):
-            items = ((store._decode_key(k), store._decode_value(v)) for k, v in store._visible_items(dbs[p]))
-        else:  # the memory store, or a partition not opened here
-            items = list(self.table.items())
-        return [(k.decode(), d) for k, d in items if d.get("p") == p]
+        """(key, doc) of partition ``p`` (a scan of the local store: recovery only)."""
+        return [(k.decode(), d) for k, d in partition_documents(self.table, p) if d.get("p") == p]
 
     def write(self, p: int, writes) -> None:
-        """Write documents of partition ``p`` to the local store and the changelog.
-
-        Not through the table's mapping API: Faust takes the partition of a table
-        write from the event being processed, and the write-back runs in the
-        commit, outside any event (faust-streaming 0.15.3: RocksDB ``Store._set``
-        and ``Table.partition_for_key`` read ``current_event()``). The changelog
-        record is the one ``Table.on_key_set``/``on_key_del`` would send, with its
-        persisted-offset callback."""
-        table = self.table
-        store = table.data
-        rocks = hasattr(store, "_db_for_partition")
-        db = store._db_for_partition(p) if rocks else None
-        for key, doc in writes:
-            k = key.encode()
-            if doc is None:
-                if rocks:
-                    ek = store._encode_key(k)
-                    db.delete(ek)
-                    store._key_index.pop(ek, None)
-                else:
-                    store.data.pop(k, None)
-                table.send_changelog(p, k, None, value_serializer="raw")
-            else:
-                if rocks:
-                    ek = store._encode_key(k)
-                    db.put(ek, store._encode_value(doc))
-                    store._key_index[ek] = p
-                else:
-                    store.data[k] = doc
-                    store._key_partition[k] = p
-                table.send_changelog(p, k, doc)
+        """Write documents of partition ``p`` to the local store and the changelog, outside
+        any event (the write-back): faust_fixes.write_documents."""
+        write_documents(self.table, p, [(key.encode(), doc) for key, doc in writes])
 
 
 class Topology:
@@ -220,7 +183,7 @@ class Topology:
     # ------------------------------------------------------------ partitions
     def _committed(self, topic: str, p: int) -> int | None:
         """The group's committed offset of (topic, p): outputs of records before it are durable."""
-        return self.app.consumer._committed_offset.get(TP(topic, p))
+        return committed_offset(self.app.consumer, TP(topic, p))
 
     async def _order_part(self, p: int) -> KeyedPartition:
         return await self._keyed_part(self.order_parts, p, self.order_logic, self.order_sources, "order_id",
@@ -299,11 +262,11 @@ class Topology:
         last fetch and can be older than records of another source in hand (at
         start-up an empty source looked idle while its first records were on
         their way, and the merge ran hours of event time ahead of them)."""
-        committed = self.app.consumer._committed_offset
+        consumer = self.app.consumer
 
         def position(tp, first):
             last = self.last_offset.get((tp.topic, tp.partition))
-            return last + 1 if last is not None else (committed.get(tp) or first)
+            return last + 1 if last is not None else (committed_offset(consumer, tp) or first)
 
         return frozenset(tp.topic for tp in self.source_ends.idle([TP(s, p) for s in sources], since, position))
 
@@ -388,10 +351,18 @@ class Topology:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sought.wait(), 0.2)
             if self.app.rebalancing_count != rebalances:
-                event.message.acked = True  # faust 0.15.3: Message.ack then leaves it out of the commit
+                leave_unacknowledged(event.message)
                 RECORDS_BEFORE_SEEK.inc()
                 return False
         return True
+
+    async def _messages(self, stream):
+        """The messages of ``stream``'s events, each once ``_ready`` for it (an event it
+        turns down is dropped unacknowledged)."""
+        async for event in stream.events():
+            if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
+                continue
+            yield event.message
 
     # ---------------------------------------------------------------- agents
     def _install(self) -> None:
@@ -400,10 +371,7 @@ class Topology:
 
         @app.agent(self.order_in, name="shopwatch-orders", concurrency=1)
         async def order_agent(stream):
-            async for event in stream.events():
-                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
-                    continue
-                m = event.message
+            async for m in self._messages(stream):
                 p = m.partition
                 kp = await self._order_part(p)
                 if m.topic == ticks_name:
@@ -436,10 +404,7 @@ class Topology:
 
         @app.agent(self.chat_in, name="shopwatch-chats", concurrency=1)
         async def chat_agent(stream):
-            async for event in stream.events():
-                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
-                    continue
-                m = event.message
+            async for m in self._messages(stream):
                 p = m.partition
                 kp = await self._chat_part(p)
                 ev = self.ingest(m.topic, p, m.offset, m.key, m.value, m.timestamp)
@@ -453,10 +418,7 @@ class Topology:
             # A chat partition's only timers are its retirement sweeps; a tick fires those due
             # (and forgets retired sessions once their notices are committed), then passes
             # the clock on to the shops.
-            async for event in stream.events():
-                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
-                    continue
-                m = event.message
+            async for m in self._messages(stream):
                 tick = orjson.loads(m.value)
                 p = m.partition
                 kp = await self._chat_part(p)
@@ -469,10 +431,7 @@ class Topology:
 
         @app.agent(self.contribs, name="shopwatch-shops", concurrency=1)
         async def shop_agent(stream):
-            async for event in stream.events():
-                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
-                    continue
-                m = event.message
+            async for m in self._messages(stream):
                 p = m.partition
                 part = await self._shop_part(p)
                 d = orjson.loads(m.value)
@@ -490,10 +449,7 @@ class Topology:
             # Every alert change once: shop.alerts is at-least-once, so the book keeps each
             # alert's status per shop and drops a copy; what the chats owe is written back
             # with it once per commit, and the delivery tasks post it (never awaited here).
-            async for event in stream.events():
-                if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
-                    continue
-                m = event.message
+            async for m in self._messages(stream):
                 book = await self._alert_book(m.partition)
                 a = orjson.loads(m.value)
                 if book.on_change(a, time.time()):

@@ -11,7 +11,7 @@ records/s for ``--seconds`` and prints p50/p99 of B.CreateTime - A.CreateTime
 
 Variant knobs (one spec per variant, ``+``-joined): ``fwN`` fetch_max_wait_ms=N
 on the worker's aiokafka consumer (Faust 0.15.3 hard-codes 1500); ``gate``
-shopwatch's commit hook (agents.app.write_back_before_commit: before each commit
+shopwatch's commit hook (agents.faust_fixes.write_back_before_commit: before each commit
 the agent is paused while the producer is flushed) and ``flush_completely``
 on the producer buffer; ``ciS`` commit_interval=S; ``lingerN``
 producer_linger_ms=N; ``idle`` the agent also reads 3 more (idle) topics, as
@@ -73,14 +73,14 @@ def worker(args) -> None:
         def _new_producer(self):
             producer = super()._new_producer()
             if gate_on and not use_app:
-                from shopwatch.agents.app import flush_completely
+                from shopwatch.agents.faust_fixes import flush_completely
                 flush_completely(producer.buffer)
             return producer
 
         def _new_consumer(self):
             consumer = super()._new_consumer()
             if gate_on and not use_app:
-                from shopwatch.agents.app import write_back_before_commit
+                from shopwatch.agents.faust_fixes import write_back_before_commit
                 write_back_before_commit(consumer, hooks)
             if fw is not None:
                 thread = consumer._thread

@@ -26,6 +26,15 @@ from .shop import ShopLogic
 ORDER, SESSION, SHOP = "order", "session", "shop"
 
 
+
+def _apply(states: dict, logic, key: str, ev: dict, fx):
+    """Apply event ``ev`` to the state of entity ``key`` (a new one when there is none yet)."""
+    st = states.get(key)
+    if st is None:
+        st = states[key] = logic.new_state(key)
+    logic.on_event(st, ev, fx)
+    return st
+
 class TimerHeap:
     """Due-time heap of (due_us, tie, group, key, name) with lazy cancellation.
 
@@ -142,20 +151,14 @@ class Engine:
         if ev["type"][:5] == "chat.":
             key = ev["session_id"]
             logic = self._session_logic
-            st = self._sessions.get(key)
-            if st is None:
-                st = self._sessions[key] = logic.new_state(key)
-            logic.on_event(st, ev, fx)
+            st = _apply(self._sessions, logic, key, ev, fx)
             if logic.has_timers:
                 self.timers.want(SESSION, key, logic.timers(st))
             self._file(SESSION, key, st, None)
         else:
             key = ev["order_id"]
             logic = self._order_logic
-            st = self._orders.get(key)
-            if st is None:
-                st = self._orders[key] = logic.new_state(key)
-            logic.on_event(st, ev, fx)
+            st = _apply(self._orders, logic, key, ev, fx)
             wanted = logic.timers(st)
             per = self._order_sched.get(key)
             if wanted:  # self.timers.want(ORDER, key, wanted), inline

@@ -32,7 +32,7 @@ from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolve
 from .clock import DAY_US, HOUR_US, fmt_ts
 from .config import Rules
 from .deadlines import latest_ship_time_us
-from .logic import Effects, document_fields, update_items
+from .logic import Effects, EntityDocuments, admit, update_items
 
 _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")
@@ -99,6 +99,27 @@ def unpack_ids(x) -> set:
         prefix = parts[0]
         return {prefix + rest for rest in parts[1:]}
     return set(x)
+
+
+def time_offset(t: int | None, b: int) -> int | None:
+    """A time as stored in a document: its offset from the base ``b`` (None stays None)."""
+    return None if t is None else t - b
+
+
+def time_at(o: int | None, b: int) -> int | None:
+    """A stored offset from the base ``b`` back as a time (None stays None)."""
+    return None if o is None else o + b
+
+
+def restore_head(cls, key: str, p, shop_id, seen, first, ver):
+    """A new state of ``cls`` with the fields every entity document starts with."""
+    s = cls(key)
+    s.platform = _PLATFORMS[p] if type(p) is int else p
+    s.shop_id = shop_id
+    s.seen = unpack_ids(seen)
+    s.first_us = first
+    s.ver = ver
+    return s
 
 
 def _pack_paid(p: dict):
@@ -239,7 +260,7 @@ class Refund:
         return r
 
 
-class OrderState:
+class OrderState(EntityDocuments):
     __slots__ = (
         "order_id", "platform", "shop_id", "seen", "first_us",
         "paid", "paid_us", "lst_us", "due_passed",
@@ -287,39 +308,27 @@ class OrderState:
         last_ofd_us, signed_us, cancelled_us, fake_us, review, complaints, refunds, open, count,
         done, marks]. Built from fresh lists only: nothing in it is shared with the state."""
         b = self.first_us or 0
-        oid = self.order_id
+        rel = time_offset
         p = self.platform
         paid = self.paid
-        v = self.paid_us
-        lst = self.lst_us
-        shipped = self.shipped_us
-        fscan = self.first_scan_us
-        lscan = self.last_scan_us
-        ofd = self.last_ofd_us
-        signed = self.signed_us
-        canc = self.cancelled_us
-        fake = self.fake_us
-        d = [DOC_FORMAT, oid, _PLATFORM_CODE.get(p, p), self.shop_id, pack_ids(self.seen), self.first_us, self.ver,
-             None if paid is None else _pack_paid(paid), None if v is None else v - b,
-             None if lst is None else lst - b, 1 if self.due_passed else 0,
-             None if shipped is None else shipped - b, self.carrier, self.tracking_no, 1 if self.no_logistics else 0,
-             None if fscan is None else fscan - b, None if lscan is None else lscan - b, self.scans,
-             None if ofd is None else ofd - b, None if signed is None else signed - b,
-             None if canc is None else canc - b, None if fake is None else fake - b]
+        d = [DOC_FORMAT, self.order_id, _PLATFORM_CODE.get(p, p), self.shop_id, pack_ids(self.seen), self.first_us,
+             self.ver, None if paid is None else _pack_paid(paid), rel(self.paid_us, b), rel(self.lst_us, b),
+             1 if self.due_passed else 0, rel(self.shipped_us, b), self.carrier, self.tracking_no,
+             1 if self.no_logistics else 0, rel(self.first_scan_us, b), rel(self.last_scan_us, b), self.scans,
+             rel(self.last_ofd_us, b), rel(self.signed_us, b), rel(self.cancelled_us, b), rel(self.fake_us, b)]
         # the rarely set ones: null when unset or empty (and left out at the end)
         rv = self.review
         d.append(None if rv is None else [rv[0] - b, rv[1], rv[2], rv[3]])
         if self.complaints:
             flat = []
             for cid, (filed, judged, resp, malicious, eid) in self.complaints.items():
-                flat += (cid, None if filed is None else filed - b, None if judged is None else judged - b, resp,
-                         malicious, eid)
+                flat += (cid, rel(filed, b), rel(judged, b), resp, malicious, eid)
             d.append(flat)
         else:
             d.append(None)
         d.append([r.pack(b) for r in self.refunds.values()] if self.refunds else None)
         if self.open or self.count or self.done or self.marks:
-            suffix = "|" + oid
+            suffix = "|" + self.order_id
             n = len(suffix)
             count = self.count
             opened = []
@@ -334,50 +343,41 @@ class OrderState:
             d.append({_short_key(k, suffix, n): c for k, c in count.items()} if count else None)
             d.append(sorted(_short_key(k, suffix, n) for k in self.done) if self.done else None)
             d.append(dict(self.marks) if self.marks else None)
-        while d[-1] is None:
-            d.pop()
-        return d
+        return self._trimmed(d)
+
+    _key, _what, _format, _fields = "order_id", "order", DOC_FORMAT, _ORDER_FIELDS
 
     @classmethod
-    def restore(cls, d) -> OrderState:
-        """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
-        if type(d) is dict:
-            return cls._restore_dict(d)
-        d = document_fields(d, "order", DOC_FORMAT, _ORDER_FIELDS)
+    def _restore_fields(cls, d: list) -> OrderState:
         (_f, oid, p, shop_id, seen, first, ver, paid, paid_us, lst, due_passed, shipped, carrier, tracking_no,
          no_logistics, fscan, lscan, scans, ofd, signed, canc, fake, review, complaints, refunds, opened, count,
          done, marks) = d
         b = first or 0
-        s = cls(oid)
-        s.platform = p = _PLATFORMS[p] if type(p) is int else p
-        s.shop_id = shop_id
-        s.seen = unpack_ids(seen)
-        s.first_us = first
-        s.ver = ver
+        s = restore_head(cls, oid, p, shop_id, seen, first, ver)
+        p = s.platform
         if paid is not None:
             s.paid = _unpack_paid(paid)
-        s.paid_us = None if paid_us is None else paid_us + b
-        s.lst_us = None if lst is None else lst + b
+        s.paid_us = time_at(paid_us, b)
+        s.lst_us = time_at(lst, b)
         s.due_passed = bool(due_passed)
-        s.shipped_us = None if shipped is None else shipped + b
+        s.shipped_us = time_at(shipped, b)
         s.carrier = carrier
         s.tracking_no = tracking_no
         s.no_logistics = bool(no_logistics)
-        s.first_scan_us = None if fscan is None else fscan + b
-        s.last_scan_us = None if lscan is None else lscan + b
+        s.first_scan_us = time_at(fscan, b)
+        s.last_scan_us = time_at(lscan, b)
         s.scans = scans
-        s.last_ofd_us = None if ofd is None else ofd + b
-        s.signed_us = None if signed is None else signed + b
-        s.cancelled_us = None if canc is None else canc + b
-        s.fake_us = None if fake is None else fake + b
+        s.last_ofd_us = time_at(ofd, b)
+        s.signed_us = time_at(signed, b)
+        s.cancelled_us = time_at(canc, b)
+        s.fake_us = time_at(fake, b)
         if review is not None:
             s.review = [review[0] + b, review[1], review[2], review[3]]
         if complaints:
             cs = s.complaints
             for i in range(0, len(complaints), 6):
                 cid, filed, judged, resp, malicious, eid = complaints[i:i + 6]
-                cs[cid] = [None if filed is None else filed + b, None if judged is None else judged + b, resp,
-                           malicious, eid]
+                cs[cid] = [time_at(filed, b), time_at(judged, b), resp, malicious, eid]
         if refunds:
             s.refunds = {r.rid: r for r in (Refund.unpack(x, b) for x in refunds)}
         suffix = "|" + oid
@@ -406,22 +406,16 @@ class OrderState:
     def snapshot_dict(self) -> dict:
         """The dict of the first documents (field names, items included), which ``restore``
         still takes: what existing tables and changelogs hold."""
-        d = {k: getattr(self, k) for k in self.__slots__}
-        d["seen"] = sorted(self.seen)
+        d = self._dict_head()
         d["done"] = sorted(self.done)
         d["refunds"] = {k: r.snapshot() for k, r in self.refunds.items()}
-        d["items"] = {k: list(v) for k, v in self.items.items()}
         return d
 
     @classmethod
     def _restore_dict(cls, d: dict) -> OrderState:
-        s = cls(d["order_id"])
-        for k in cls.__slots__:
-            setattr(s, k, d[k])
-        s.seen = set(d["seen"])
+        s = super()._restore_dict(d)
         s.done = set(d["done"])
         s.refunds = {k: Refund.restore(r) for k, r in d["refunds"].items()}
-        s.items = {k: tuple(v) for k, v in d["items"].items()}
         return s
 
     @property
@@ -459,19 +453,11 @@ class OrderLogic:
 
     # ------------------------------------------------------------------ events
     def on_event(self, s: OrderState, ev: dict, fx: Effects) -> None:
-        # admit(s, ev), inline: whether it moved first_us (an item) is known here
-        eid = ev["event_id"]
-        seen = s.seen
-        if eid in seen:
+        changed = admit(s, ev)  # whether a fact the items read changed (first_us moved)
+        if changed is None:
             return
-        seen.add(eid)
-        if s.platform is None:
-            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
         ts = ev["ts_us"]
-        first = s.first_us
-        changed = first is None or ts < first  # whether a fact the items read changed
-        if changed:
-            s.first_us = ts
+        eid = ev["event_id"]
         kind, _, step = ev["type"].partition(".")
         if kind == "shipment":
             if self._on_shipment(s, ev, step, ts, fx):

@@ -20,8 +20,8 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
-from .logic import Effects, document_fields, update_items
-from .orders import _PLATFORM_CODE, _PLATFORMS, pack_ids, unpack_ids
+from .logic import Effects, EntityDocuments, admit, update_items
+from .orders import _PLATFORM_CODE, pack_ids, restore_head, time_at, time_offset
 
 SERVICE_START_S = 9 * 3600
 SERVICE_END_S = 22 * 3600 + 59 * 60 + 59
@@ -41,7 +41,7 @@ _SENDER_CODE = {v: i for i, v in enumerate(_SENDERS)}
 _SESSION_FIELDS = 12
 
 
-class SessionState:
+class SessionState(EntityDocuments):
     __slots__ = ("session_id", "platform", "shop_id", "seen", "first_us", "started_us", "assigned_us",
                  "closed_us", "msgs", "rating", "items", "ver")
 
@@ -63,11 +63,9 @@ class SessionState:
         """The state as a table document, format 1 (see above); nothing in it is shared with the state."""
         b = self.first_us or 0
         p = self.platform
-        started, assigned, closed = self.started_us, self.assigned_us, self.closed_us
         d = [DOC_FORMAT, self.session_id, _PLATFORM_CODE.get(p, p), self.shop_id, pack_ids(self.seen),
-             self.first_us, self.ver,
-             None if started is None else started - b, None if assigned is None else assigned - b,
-             None if closed is None else closed - b]
+             self.first_us, self.ver, time_offset(self.started_us, b), time_offset(self.assigned_us, b),
+             time_offset(self.closed_us, b)]
         if self.msgs:
             flat = []
             prev = b
@@ -80,27 +78,18 @@ class SessionState:
             d.append(None)
         r = self.rating
         d.append(None if r is None else [r[0] - b, r[1], r[2]])
-        while d[-1] is None:
-            d.pop()
-        return d
+        return self._trimmed(d)
+
+    _key, _what, _format, _fields = "session_id", "session", DOC_FORMAT, _SESSION_FIELDS
 
     @classmethod
-    def restore(cls, d) -> SessionState:
-        """From a document of ``snapshot`` (format 1) or from the dict of the first documents."""
-        if type(d) is dict:
-            return cls._restore_dict(d)
-        d = document_fields(d, "session", DOC_FORMAT, _SESSION_FIELDS)
+    def _restore_fields(cls, d: list) -> SessionState:
         _f, sid, p, shop_id, seen, first, ver, started, assigned, closed, flat, rating = d
         b = first or 0
-        s = cls(sid)
-        s.platform = _PLATFORMS[p] if type(p) is int else p
-        s.shop_id = shop_id
-        s.seen = unpack_ids(seen)
-        s.first_us = first
-        s.ver = ver
-        s.started_us = None if started is None else started + b
-        s.assigned_us = None if assigned is None else assigned + b
-        s.closed_us = None if closed is None else closed + b
+        s = restore_head(cls, sid, p, shop_id, seen, first, ver)
+        s.started_us = time_at(started, b)
+        s.assigned_us = time_at(assigned, b)
+        s.closed_us = time_at(closed, b)
         if flat:
             msgs = s.msgs
             ts = b
@@ -116,19 +105,7 @@ class SessionState:
 
     def snapshot_dict(self) -> dict:
         """The dict of the first documents (field names, items included), which ``restore`` still takes."""
-        d = {k: getattr(self, k) for k in self.__slots__}
-        d["seen"] = sorted(self.seen)
-        d["items"] = {k: list(v) for k, v in self.items.items()}
-        return d
-
-    @classmethod
-    def _restore_dict(cls, d: dict) -> SessionState:
-        s = cls(d["session_id"])
-        for k in cls.__slots__:
-            setattr(s, k, d[k])
-        s.seen = set(d["seen"])
-        s.items = {k: tuple(v) for k, v in d["items"].items()}
-        return s
+        return self._dict_head()
 
 
 def _msg_key(m: list) -> tuple:
@@ -178,18 +155,10 @@ class SessionLogic:
     new_state = SessionState
 
     def on_event(self, s: SessionState, ev: dict, fx: Effects) -> None:
-        # admit(s, ev), inline
-        eid = ev["event_id"]
-        seen = s.seen
-        if eid in seen:
+        moved = admit(s, ev)  # whether first_us moved
+        if moved is None:
             return
-        seen.add(eid)
-        if s.platform is None:
-            s.platform, s.shop_id = ev["platform"], ev["shop_id"]
         ts = ev["ts_us"]
-        first = s.first_us
-        if first is None or ts < first:
-            s.first_us = ts
         step = ev["type"][5:]
         if step == "message":
             msgs = s.msgs
@@ -210,9 +179,10 @@ class SessionLogic:
         elif step == "closed":
             s.closed_us = _min(s.closed_us, ts)
         elif step == "rated":
+            eid = ev["event_id"]
             if s.rating is None or (ts, eid) < (s.rating[0], s.rating[2]):
                 s.rating = [ts, ev["rating"], eid]
-        if s.first_us == first:
+        if not moved:
             # the items cannot have changed when, besides "_seen", they are only built from
             # facts that are not all known yet (小红书, 京东: a started and closed session),
             # or from none at all (other platforms than 抖音)

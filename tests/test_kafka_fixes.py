@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from shopwatch.agents.app import after_seek, build_app, seek_uncommitted_to_start
+from shopwatch.agents.app import build_app
+from shopwatch.agents.faust_fixes import after_seek, seek_uncommitted_to_start
 from shopwatch.agents.settings import settings
 from shopwatch.agents.source_ends import SourceEnds
 from shopwatch.agents.topology import Topology

@@ -134,7 +134,8 @@ def test_recovery_drops_a_partition_ahead_of_its_changelog(tmp_path):
 
     from faust.types import TP
 
-    from shopwatch.agents.app import ShopwatchRecovery, ShopwatchTableManager, build_app
+    from shopwatch.agents.app import build_app
+    from shopwatch.agents.faust_fixes import ShopwatchRecovery, ShopwatchTableManager
 
     async def main():
         app = build_app(_settings(tmp_path, "app-a"))
