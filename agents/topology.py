@@ -176,7 +176,7 @@ class Topology:
         # set once a rebalance's seek to the committed offsets is done (app.after_seek): a
         # partition rebuilds its state only then, records taken before it are read again (_ready)
         self.sought = asyncio.Event()
-        app.sw_after_seek.append(self.sought.set)
+        app.sw_after_seek.append(self._after_seek)
         metrics.register(self)  # /metrics reads the partitions at scrape time (agents/metrics.py)
         self._install()
 
@@ -213,7 +213,21 @@ class Topology:
             self._emit(p, part.recover(self.shops_docs.of_partition(p)), self.shops_docs, None)
         return part
 
+    def _after_seek(self) -> None:
+        """The rebalance's seek is done: records may be processed, and the alert books of
+        this worker's partitions are recovered now, not at their next alert, so what
+        the chats are still owed (a crash during an outage) is posted even when no
+        alert comes after the restart."""
+        self.sought.set()
+        alerts = self.names[TOPIC_ALERTS]
+        for tp in self.app.consumer.assignment():
+            if tp.topic == alerts:
+                self._book(tp.partition)
+
     async def _alert_book(self, p: int) -> AlertBook:
+        return self._book(p)
+
+    def _book(self, p: int) -> AlertBook:
         book = self.alert_books.get(p)
         if book is None:
             routes = self.delivery.routes() if self.delivery is not None else []

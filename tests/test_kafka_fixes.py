@@ -13,6 +13,7 @@ from shopwatch.agents.faust_fixes import after_seek, seek_uncommitted_to_start
 from shopwatch.agents.settings import settings
 from shopwatch.agents.source_ends import SourceEnds
 from shopwatch.agents.topology import Topology
+from shopwatch.schemas.events import TOPIC_ALERTS
 
 
 def test_the_producer_flush_before_a_commit_leaves_no_table_write_behind():
@@ -258,3 +259,19 @@ def test_a_record_waits_for_the_write_back():
         return await task
 
     assert asyncio.run(scenario()) is True
+
+
+def test_after_the_seek_the_alert_books_of_the_assignment_are_recovered_at_once():
+    """What the chats are owed is posted after a restart even when no alert comes: the
+    books are not left to their partition's next alert."""
+    alerts = "p.shop.alerts"
+    scanned = []
+    t = SimpleNamespace(
+        sought=asyncio.Event(), names={TOPIC_ALERTS: alerts}, alert_books={}, delivery=None,
+        app=SimpleNamespace(consumer=SimpleNamespace(assignment=lambda: {TP(alerts, 1), TP(alerts, 3),
+                                                                            TP("p.shop.orders", 0)})),
+        alerts_docs=SimpleNamespace(of_partition=lambda p: scanned.append(p) or []))
+    t._book = lambda p: Topology._book(t, p)
+    Topology._after_seek(t)
+    assert t.sought.is_set()
+    assert sorted(t.alert_books) == [1, 3] == sorted(scanned)
