@@ -242,3 +242,24 @@ def _start(envs, tmp_path):
         raise
     time.sleep(5)
     return workers
+
+
+def _consumed(workers) -> float:
+    total = 0.0
+    for w in workers:
+        try:
+            m = w.metrics()
+        except (OSError, AssertionError):
+            continue
+        total += sum(m.get("shopwatch_events_total", {}).values()) + sum(
+            m.get("shopwatch_invalid_events_total", {}).values())
+    return total
+
+
+def _wait_consumed(workers, n, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _consumed(workers) >= n:
+            return
+        time.sleep(1)
+    pytest.fail(f"consumed {_consumed(workers)} of {n}:\n" + "\n---\n".join(w.log_tail(30) for w in workers))

@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from broker_helpers import free_port, shopwatch_cmd
+from broker_helpers import _wait_consumed, free_port, shopwatch_cmd
 from test_broker_ingest import Worker
 
 pytestmark = [pytest.mark.broker]
@@ -91,27 +91,6 @@ def simulate(env: dict, shops: int, orders: int, seed: int) -> int:
     m = re.search(r"simulate: (\d+) records to kafka", r.stderr)
     assert m, r.stderr
     return int(m.group(1))
-
-
-def consumed(workers: list[Worker]) -> float:
-    total = 0.0
-    for w in workers:
-        try:
-            m = w.metrics()
-        except (OSError, AssertionError):
-            continue
-        total += sum(m.get("shopwatch_events_total", {}).values()) + sum(
-            m.get("shopwatch_invalid_events_total", {}).values())
-    return total
-
-
-def wait_consumed(workers: list[Worker], n: int, timeout: float = 150.0) -> None:
-    deadline = time.monotonic() + timeout
-    while consumed(workers) < n:
-        if time.monotonic() > deadline:
-            pytest.fail(f"consumed {consumed(workers)} of {n} records:\n"
-                        + "\n---\n".join(w.log_tail(30) for w in workers), pytrace=False)
-        time.sleep(1)
 
 
 def tick(env: dict) -> None:
@@ -316,7 +295,7 @@ def test_page_in_chromium_shows_every_shop_and_the_firing_alerts(kafka_bootstrap
         assert get(w.port, "/healthz", token=None)[0] == 200
 
         n = simulate(env, shops=5, orders=12, seed=7)  # one shop on each platform
-        wait_consumed([w], n)
+        _wait_consumed([w], n)
         tick(env)
 
         def read():
@@ -382,7 +361,7 @@ def test_alerts_of_every_shop_from_either_of_two_workers(kafka_bootstrap, shopwa
     a, b = (w.port for w in workers)
     try:
         n = simulate(envs[0], shops=10, orders=8, seed=3)
-        wait_consumed(workers, n)
+        _wait_consumed(workers, n)
         tick(envs[0])
 
         def read():

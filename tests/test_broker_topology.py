@@ -21,6 +21,7 @@ from broker_helpers import (  # P: also imported from here by the other broker t
     UNTIL,
     P,  # noqa: F401
     _compare,
+    _consumed,
     _final_scores,
     _produce,
     _read,
@@ -28,6 +29,7 @@ from broker_helpers import (  # P: also imported from here by the other broker t
     _start,
     _tick,
     _utc,
+    _wait_consumed,
     _wait_drained,
     _wait_shops_caught_up,
     _workers,
@@ -51,27 +53,6 @@ def _replay(path, tmp_path):
     alerts = [orjson.loads(x) for x in a.read_bytes().splitlines() if x.strip()]
     scores = {(x["platform"], x["shop_id"]): x["indicators"] for x in orjson.loads(s.read_bytes())}
     return alerts, scores
-
-
-def _consumed(workers) -> float:
-    total = 0.0
-    for w in workers:
-        try:
-            m = w.metrics()
-        except (OSError, AssertionError):
-            continue
-        total += sum(m.get("shopwatch_events_total", {}).values()) + sum(
-            m.get("shopwatch_invalid_events_total", {}).values())
-    return total
-
-
-def _wait_consumed(workers, n, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _consumed(workers) >= n:
-            return
-        time.sleep(1)
-    pytest.fail(f"consumed {_consumed(workers)} of {n}:\n" + "\n---\n".join(w.log_tail(30) for w in workers))
 
 
 @pytest.fixture
