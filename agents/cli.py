@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shopwatch.agents import control, replay, simulate, watch
+from shopwatch.agents import replay, simulate, tick, watch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = None
     if worker is not None:
         worker.add_arguments(sub.add_parser("worker", help="run a Faust worker on Kafka"))
-    control.add_arguments(sub.add_parser("tick", help="move the event-time clock of the running workers"))
+    tick.add_arguments(sub.add_parser("tick", help="move the event-time clock of the running workers"))
     watch.add_arguments(sub.add_parser("watch", help="follow alerts and a live per-shop scoreboard"))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

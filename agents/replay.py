@@ -1,6 +1,6 @@
 """`shopwatch replay EVENTS.jsonl [--until T] [--alerts-out F] [--scores-out F] [--rules R]` (events.md "Replay").
 
-The shell around ``streams.engine.Engine``: reads the file in order, reports
+The shell around ``streams.replay_engine.Engine``: reads the file in order, reports
 invalid lines on stderr with their line number and reason, writes alerts as
 they are emitted and the score snapshots as of the final clock.
 
@@ -52,8 +52,8 @@ import time
 import orjson
 
 from shopwatch.schemas.events import MAX_EVENT_BYTES, PLATFORMS, InvalidEvent, decode, fmt_us, parse_ts_us
-from shopwatch.streams.config import DEFAULTS, Rules
-from shopwatch.streams.engine import SESSION, SHOP, Engine, group_of
+from shopwatch.streams.replay_engine import SESSION, SHOP, Engine, group_of
+from shopwatch.streams.rules import DEFAULTS, Rules
 
 from .settings import settings
 
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="RFC 3339 timestamp to run the clock to (default: greatest ts seen)")
     p.add_argument("--alerts-out", default="-", help="alerts JSONL (default stdout)")
     p.add_argument("--scores-out", help="score snapshots JSON array")
-    p.add_argument("--rules", help="JSON file of rule overrides (see streams/config.py)")
+    p.add_argument("--rules", help="JSON file of rule overrides (see streams/rules.py)")
     p.set_defaults(func=run)
 
 
@@ -137,7 +137,7 @@ def check_rules(overrides: object) -> Rules:
                         raise RulesError(f"platforms.{p}: unknown rule {pk!r}")
                     _check_shape(pv, DEFAULTS[pk], f"platforms.{p}.{pk}")
         elif k not in known:
-            raise RulesError(f"unknown rule {k!r} (see streams/config.py)")
+            raise RulesError(f"unknown rule {k!r} (see streams/rules.py)")
         else:
             _check_shape(v, DEFAULTS[k], k)
     try:

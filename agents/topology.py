@@ -55,10 +55,10 @@ from shopwatch.schemas.events import (
     TOPIC_TICKS,
 )
 from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
-from shopwatch.streams.config import Rules
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.outbox import AlertBook
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic, ShopState
 

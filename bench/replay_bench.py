@@ -32,7 +32,7 @@ import orjson
 
 from shopwatch.agents.replay import Counts, read_lines, replay_lines
 from shopwatch.schemas.events import MAX_FUTURE_SKEW_US, MIN_EVENT_TIME_US
-from shopwatch.streams.engine import Engine
+from shopwatch.streams.replay_engine import Engine
 
 
 def ensure_file(path: str, events: int) -> None:

@@ -306,9 +306,9 @@ class Run:
 
     def __init__(self, args, tmp: Path) -> None:
         from shopwatch.streams.clock import EVENT
-        from shopwatch.streams.config import Rules
         from shopwatch.streams.orders import OrderLogic
         from shopwatch.streams.partition import KeyedPartition, ShopPartition
+        from shopwatch.streams.rules import Rules
         from shopwatch.streams.sessions import SessionLogic
         from shopwatch.streams.shop import ShopLogic
 
@@ -452,9 +452,9 @@ def memory_child(path: str, retention_days: float) -> int:
     import tracemalloc
 
     from shopwatch.streams.clock import EVENT
-    from shopwatch.streams.config import Rules
     from shopwatch.streams.orders import OrderLogic, OrderState
     from shopwatch.streams.partition import KeyedPartition
+    from shopwatch.streams.rules import Rules
 
     docs = [tuple(orjson.loads(line)) for line in open(path, "rb")]
     logic = OrderLogic(Rules({"retention_days": retention_days}))
@@ -508,7 +508,7 @@ def measure_memory(tmp: Path, name: str, docs, retention_days: float) -> dict:
 def engine_figures(events, rules, until_us: int) -> dict:
     """Replay's Engine over the same events: states and heap at the end of the input and after
     its clock moved to ``until_us`` (finish)."""
-    from shopwatch.streams.engine import ORDER, SESSION, SHOP, Engine
+    from shopwatch.streams.replay_engine import ORDER, SESSION, SHOP, Engine
 
     eng = Engine(rules)
     w0 = time.perf_counter()
@@ -644,7 +644,7 @@ def state_part(args, tmp: Path, res: dict) -> list:
 
 
 def rules_of(args):
-    from shopwatch.streams.config import Rules
+    from shopwatch.streams.rules import Rules
 
     return Rules({"retention_days": args.retention_days})
 

@@ -30,9 +30,10 @@ from shopwatch.schemas.events import LOGISTICS_REASONS, QUALITY_REASONS
 
 from .alerts import NUMBERED, make_alert, order_summary, refund_summary, resolved_summary
 from .clock import DAY_US, HOUR_US, fmt_ts
-from .config import Rules
-from .deadlines import latest_ship_time_us
-from .logic import Effects, EntityDocuments, admit, update_items
+from .effects import Effects
+from .entity import EntityDocuments, admit, update_items
+from .rules import Rules
+from .ship_deadline import latest_ship_time_us
 
 _ENDS = ("completed", "closed")
 _MERCHANT_STEPS = ("approved", "rejected", "intervened", "completed", "closed")

@@ -49,9 +49,9 @@ from collections import deque
 from shopwatch.schemas.events import parse_ts_us
 
 from .clock import EVENT, WALL, day_start_us
-from .engine import TimerHeap
-from .logic import Effects, diff_items
+from .effects import Effects, diff_items
 from .retention import RETIRE, Calendar, Retention
+from .timers import TimerHeap
 
 REC = "rec/"  # table key prefix of the shop side's entity records
 PEND = "pend/"  # table key prefix of the shop side's queued updates
@@ -569,7 +569,7 @@ class KeyedPartition:
         fx.alerts.clear()
         if fx.contribs:
             # every version, not only the last: a shop counts each at its own time (daily caps)
-            u = self._update(key, st, fx.contribs[0][6])
+            u = self._update(key, st, fx.contribs[0].at_us)
             fx.contribs.clear()
             out.updates.append(u)
             box.append([src, off, "u", u])
@@ -862,8 +862,7 @@ class ShopPartition:
         new = {it[0]: tuple(it[1:]) for it in u["items"]}
         contribs: list = []
         diff_items(items, new, st.platform, st.shop_id, at, contribs)
-        for c in contribs:
-            self.logic.on_contrib(st, c, self.fx)
+        self.logic.on_contribs(st, contribs, self.fx)
         g = self.gen[key] = self.gen.get(key, 0) + 1
         # the previous version (what the shop document on the changelog counted) is added by drain()
         self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g]}

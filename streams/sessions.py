@@ -20,7 +20,8 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 from .clock import MINUTE_US, US, local_second_of_day
-from .logic import Effects, EntityDocuments, admit, update_items
+from .effects import Effects
+from .entity import EntityDocuments, admit, update_items
 from .orders import _PLATFORM_CODE, pack_ids, restore_head, time_at, time_offset
 
 SERVICE_START_S = 9 * 3600

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from .alerts import make_alert
 from .clock import DAY_US, HOUR_US, LOCAL_OFFSET_US, day_start_us, day_str, fmt_ts, local_day
-from .config import Rules
-from .logic import Effects
+from .effects import Contribution, Effects
+from .rules import Rules
 
 RATE, MEAN, COUNT, COHORT = "rate", "mean", "count", "cohort"
 
@@ -122,7 +122,7 @@ class ShopLogic:
     new_state = ShopState
 
     # ------------------------------------------------------------- aggregates
-    def on_contrib(self, s: ShopState, c: tuple, fx: Effects) -> None:
+    def on_contrib(self, s: ShopState, c: Contribution, fx: Effects) -> None:
         self.on_contribs(s, (c,), fx)
 
     def on_contribs(self, s: ShopState, cs, fx: Effects) -> None:

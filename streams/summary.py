@@ -24,7 +24,7 @@ A summary reads, top to bottom:
 - the **indicators** of the snapshot, grouped by window: value (a percentage,
   hours, minutes ...) with ``（num/den）``, and where the platform has a bar,
   the bar; :data:`MARK` (⚠️) starts the line when the value is worse than it.
-  The bars come from the rules object (streams/config.py), never from
+  The bars come from the rules object (streams/rules.py), never from
   constants here: 小红书 and 快手 duration items: the curve's value at score 3
   (the floor; the value at score 5 is shown as 满分线); 抖音: the downgrade
   conditions of rules.md §4 (the upgrade ones shown next to them); 快手
@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from . import digest as dg
-from .config import DEFAULT_RULES, Rules
+from .rules import DEFAULT_RULES, Rules
 from .shop import COUNT, INDICATORS, MEAN, RATE
 
 MARK = "⚠️"  # starts the line of an indicator worse than its platform's bar

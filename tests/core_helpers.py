@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from shopwatch.schemas.events import validate
 from shopwatch.streams.clock import DAY_US, HOUR_US, MINUTE_US, US, fmt_ts
-from shopwatch.streams.engine import Engine
+from shopwatch.streams.replay_engine import Engine
 
 __all__ = ["DAY", "HOUR", "MINUTE", "SEC", "Shop", "alert_change", "alert_rows", "by_id", "ind", "iso", "local", "run",
            "snap"]

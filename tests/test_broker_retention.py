@@ -53,7 +53,7 @@ from broker_helpers import (
 
 from shopwatch.agents.replay import load_rules, replay_lines
 from shopwatch.agents.simulate import generate
-from shopwatch.streams.engine import ORDER, SESSION, Engine
+from shopwatch.streams.replay_engine import ORDER, SESSION, Engine
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 

@@ -32,10 +32,10 @@ from test_properties import streams
 from shopwatch.agents.simulate import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, fmt_us, validate
 from shopwatch.streams.clock import EVENT
-from shopwatch.streams.config import Rules
-from shopwatch.streams.engine import Engine
 from shopwatch.streams.orders import DOC_FORMAT, OrderLogic, OrderState, Refund, pack_ids, unpack_ids
 from shopwatch.streams.partition import KeyedPartition, pack_event, unpack_event
+from shopwatch.streams.replay_engine import Engine
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.sessions import SessionState
 
 T0 = local(2026, 10, 1, 10)

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from core_helpers import DAY, HOUR, SEC, Shop, alert_rows, by_id, iso, local, run, snap
 
-from shopwatch.streams.config import DEFAULTS, Rules
+from shopwatch.streams.rules import DEFAULTS, Rules
 
 D0 = local(2026, 10, 1, 10)  # the shop's first event
 DATE0 = date(2026, 10, 1)

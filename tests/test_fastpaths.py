@@ -28,7 +28,7 @@ from test_properties import streams, until_of
 from shopwatch.agents import simulate
 from shopwatch.schemas import events as E
 from shopwatch.schemas.events import InvalidEvent, parse_ts_us, validate
-from shopwatch.streams.engine import ORDER, SESSION, SHOP, Engine, group_of
+from shopwatch.streams.replay_engine import ORDER, SESSION, SHOP, Engine, group_of
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,8 @@ import pytest
 from core_helpers import DAY, HOUR, MINUTE, SEC, Shop, ind, local, run, snap
 
 from shopwatch.schemas.events import validate
-from shopwatch.streams.config import Rules
-from shopwatch.streams.engine import Engine
+from shopwatch.streams.replay_engine import Engine
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.shop import curve
 
 T = local(2026, 10, 1, 12)  # the as-of instant; date(T) = 2026-10-01

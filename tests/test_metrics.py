@@ -29,9 +29,9 @@ from shopwatch.schemas.events import (
     validate,
 )
 from shopwatch.streams.clock import EVENT
-from shopwatch.streams.config import Rules
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic
 

@@ -1,4 +1,4 @@
-"""The Kafka-shaped core (streams.partition) against replay (streams.engine), without Kafka.
+"""The Kafka-shaped core (streams.partition) against replay (streams.replay_engine), without Kafka.
 
 A small model of the topology: order, chat and shop partitions, their tables
 with changelogs, a producer whose buffers reach the log in random pieces,
@@ -22,10 +22,10 @@ import pytest
 from shopwatch.agents.simulate import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, key_of, validate
 from shopwatch.streams.clock import EVENT, fmt_ts
-from shopwatch.streams.config import Rules
-from shopwatch.streams.engine import Engine
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
+from shopwatch.streams.replay_engine import Engine
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shopwatch.schemas.events import PLATFORMS, validate
-from shopwatch.streams.engine import Engine
+from shopwatch.streams.replay_engine import Engine
 
 T0 = local(2026, 10, 1, 10)
 SPAN_MIN = 12 * 24 * 60  # events within 12 days of the payment

@@ -12,11 +12,11 @@ from test_partition import _Cluster, _key
 from shopwatch.agents.simulate import generate
 from shopwatch.schemas.events import validate
 from shopwatch.streams.clock import EVENT
-from shopwatch.streams.config import Rules
-from shopwatch.streams.engine import ORDER, SESSION, Engine
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.partition import REC, KeyedPartition, ShopPartition
+from shopwatch.streams.replay_engine import ORDER, SESSION, Engine
 from shopwatch.streams.retention import derived_horizon_days, retention_days
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.shop import ShopLogic
 
 T0 = local(2026, 3, 2, 10)

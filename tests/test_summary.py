@@ -4,7 +4,7 @@ Snapshots come from the core itself: a simulated run of every platform
 (``shopwatch simulate``'s generator through the Engine) and small hand-built
 shops whose indicators sit on a known side of rules.md's bars. The bars
 checked here are rules.md's numbers, written out in the tests; the code takes
-them from ``shopwatch.streams.config.Rules``. The vendors' checks are the
+them from ``shopwatch.streams.rules.Rules``. The vendors' checks are the
 receiver's (tests/chat_receiver.py), which imports nothing of shopwatch.
 """
 
@@ -30,8 +30,8 @@ from shopwatch.agents.sinks import DingTalkSink, FeishuSink, SinkConfigError, Sl
 from shopwatch.schemas.events import validate
 from shopwatch.streams import summary as sm
 from shopwatch.streams.alerts import SEVERITY
-from shopwatch.streams.config import DEFAULT_RULES, Rules
-from shopwatch.streams.engine import Engine
+from shopwatch.streams.replay_engine import Engine
+from shopwatch.streams.rules import DEFAULT_RULES, Rules
 
 CST = timezone(timedelta(hours=8))
 PLATFORMS = ["xiaohongshu", "douyin", "kuaishou", "jd", "tmall"]

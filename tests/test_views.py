@@ -29,7 +29,7 @@ from shopwatch.agents.views import (
     shop_entry,
 )
 from shopwatch.streams.clock import local_day
-from shopwatch.streams.config import Rules
+from shopwatch.streams.rules import Rules
 from shopwatch.streams.shop import ShopLogic, ShopState
 
 T0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)

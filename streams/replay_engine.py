@@ -8,20 +8,21 @@ timer due at or before ``until``. No I/O: alerts and score snapshots are
 handed to the caller.
 
 The Kafka shell runs the same logic objects split by key across partitions;
-``TimerHeap`` is shared with it.
+``TimerHeap`` (streams/timers.py) is shared with it.
 """
 
 from __future__ import annotations
 
 from heapq import heappop, heappush
 
-from .clock import EVENT, EventClock, day_start_us
-from .config import DEFAULT_RULES, Rules
-from .logic import Effects
+from .clock import EventClock, day_start_us
+from .effects import Effects
 from .orders import OrderLogic
 from .retention import RETIRE, Calendar, Retention
+from .rules import DEFAULT_RULES, Rules
 from .sessions import SessionLogic
 from .shop import ShopLogic
+from .timers import TimerHeap
 
 ORDER, SESSION, SHOP = "order", "session", "shop"
 
@@ -34,61 +35,6 @@ def _apply(states: dict, logic, key: str, ev: dict, fx):
         st = states[key] = logic.new_state(key)
     logic.on_event(st, ev, fx)
     return st
-
-class TimerHeap:
-    """Due-time heap of (due_us, tie, group, key, name) with lazy cancellation.
-
-    Entries are only hints: the logic's ``on_timer`` checks that the state still
-    wants that timer at that time, so a stale entry is harmless. ``scheduled``
-    (group -> key -> {name: due} of the entries wanted and not yet popped)
-    avoids pushing the same (key, name, due) twice.
-    """
-
-    domain = EVENT
-
-    def __init__(self) -> None:
-        self.heap: list[tuple] = []
-        self.scheduled: dict[str, dict] = {}
-
-    def want(self, group: str, key, wanted: dict[str, int]) -> None:
-        if not wanted:
-            return
-        sg = self.scheduled.get(group)
-        if sg is None:
-            sg = self.scheduled[group] = {}
-        per = sg.get(key)
-        if per is None:
-            per = sg[key] = {}
-        for name, due in wanted.items():
-            if per.get(name) != due:
-                per[name] = due
-                heappush(self.heap, (due, f"{name}:{key}", group, key, name))
-
-    def take(self, group: str, key, name: str, due: int) -> bool:
-        """A popped entry: whether it was the scheduled one (then no longer scheduled)."""
-        sg = self.scheduled[group]
-        per = sg.get(key)
-        if per is None or per.get(name) != due:
-            return False
-        del per[name]
-        if not per:
-            del sg[key]
-        return True
-
-    def pop_due(self, limit_us: int, inclusive: bool):
-        """Yield (group, key, name, due) for entries due before (or at) ``limit_us``."""
-        heap = self.heap
-        while heap and (heap[0][0] < limit_us or (inclusive and heap[0][0] == limit_us)):
-            due, _tie, group, key, name = heappop(heap)
-            self.take(group, key, name, due)
-            yield group, key, name, due
-
-    def next_due(self):
-        return self.heap[0][0] if self.heap else None
-
-    def __len__(self) -> int:
-        return len(self.heap)
-
 
 def group_of(ev: dict) -> str:
     return SESSION if ev["type"][:5] == "chat." else ORDER
@@ -250,9 +196,9 @@ class Engine:
             i = 0
             while i < n:  # each run of one shop's contributions (a step's are all one shop's)
                 c = contribs[i]
-                p, shop_id = c[0], c[1]
+                p, shop_id = c.platform, c.shop_id
                 j = i + 1
-                while j < n and contribs[j][1] == shop_id and contribs[j][0] == p:
+                while j < n and contribs[j].shop_id == shop_id and contribs[j].platform == p:
                     j += 1
                 k = (p, shop_id)
                 st = shops.get(k)

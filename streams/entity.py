@@ -1,51 +1,10 @@
-"""What every logic object shares: effects (past-tense outputs) and contribution diffs.
-
-A logic object (orders, sessions, shops) follows bytewax's StatefulLogic:
-``on_event(state, event, fx)`` and ``on_timer(state, name, due_us, fx)`` update
-the state the caller owns and record what happened in ``fx``; ``timers(state)``
-names every deadline the state wants (timers are data: a shell keeps them in
-a heap and rebuilds the heap from states after recovery); ``snapshot`` /
-``restore`` turn state into JSON-able dicts for a changelogged table.
-
-Indicator contributions are *absolute* facts per entity: item key -> (indicator,
-attribution instant, num, den). After each step the entity's items are recomputed
-from its state and diffed against the previous items; only the difference
-travels to the shop aggregate. That makes every indicator independent of the
-arrival order of an entity's events and of duplicates, by construction.
-"""
+"""What every entity logic (an order, a chat session) shares: the first step of an
+event (``admit``), its indicator items (``update_items``, see ``streams/effects.py``)
+and its positional table documents (``EntityDocuments``)."""
 
 from __future__ import annotations
 
-
-class Effects:
-    """Outputs of one step: alerts emitted and indicator contribution deltas."""
-
-    __slots__ = ("alerts", "contribs", "snapshots")
-
-    def __init__(self) -> None:
-        self.alerts: list[dict] = []
-        self.snapshots: list[dict] = []  # score snapshots due (小红书 12:00)
-        # (platform, shop_id, indicator, attribution_us, dnum, dden, at_us)
-        self.contribs: list[tuple] = []
-
-    def clear(self) -> None:
-        self.alerts.clear()
-        self.contribs.clear()
-        self.snapshots.clear()
-
-
-def diff_items(old: dict, new: dict, platform: str, shop_id: str, at_us: int, out: list) -> None:
-    """Append the deltas that turn ``old`` items into ``new`` ones."""
-    if old == new:
-        return
-    for k, o in old.items():
-        n = new.get(k)
-        if n == o:
-            continue
-        out.append((platform, shop_id, o[0], o[1], -o[2], -o[3], at_us))
-    for k, n in new.items():
-        if old.get(k) != n:
-            out.append((platform, shop_id, n[0], n[1], n[2], n[3], at_us))
+from .effects import Effects, diff_items
 
 
 def admit(s, ev: dict) -> bool | None:

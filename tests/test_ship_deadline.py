@@ -6,8 +6,8 @@ import pytest
 from core_helpers import DAY, HOUR, SEC, Shop, by_id, ind, iso, local, run
 
 from shopwatch.schemas.events import validate
-from shopwatch.streams.config import DEFAULT_RULES, Rules
-from shopwatch.streams.deadlines import latest_ship_time_us
+from shopwatch.streams.rules import DEFAULT_RULES, Rules
+from shopwatch.streams.ship_deadline import latest_ship_time_us
 
 T0 = local(2026, 10, 1, 10)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .clock import DAY_US, US, day_of_date, day_start_us
-from .config import PlatformRules
+from .rules import PlatformRules
 
 
 def latest_ship_time_us(paid: dict, rules: PlatformRules) -> int:
