@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shopwatch.agents import replay, simulate, tick, watch
+from shopwatch.agents import replay, tick, watch
+from shopwatch.agents.simulator import cli as simulate
 
 
 def main(argv: list[str] | None = None) -> int:

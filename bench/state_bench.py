@@ -4,7 +4,7 @@ usage: python bench/state_bench.py [--seed S] [--shops N] [--days D] [--retentio
            [--partitions P] [--commit-every K] [--docs M] [--bootstrap HOST:PORT]
            [--steps state,restore] [--ready-timeout S] [--profile FILE] [--keep]
 
-1. State (no broker). A simulated run (agents/simulate.py ``generate``) goes through
+1. State (no broker). A simulated run (agents/simulator/ ``generate``) goes through
    the worker's partitions, as the Faust agents drive them: a ``KeyedPartition`` per
    order and chat partition and a ``ShopPartition`` per contributions partition
    (streams/partition.py), with the rules ``{"retention_days": R}`` (default 7, so
@@ -531,7 +531,7 @@ def engine_figures(events, rules, until_us: int) -> dict:
 
 def state_part(args, tmp: Path, res: dict) -> list:
     """Part 1; returns the live order documents at the end of the input (templates for part 2)."""
-    from shopwatch.agents.simulate import generate
+    from shopwatch.agents.simulator import generate
     from shopwatch.schemas.events import TOPIC_OF_TYPE, validate
     from shopwatch.streams.clock import fmt_ts
 

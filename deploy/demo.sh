@@ -139,7 +139,7 @@ def cmd_days(days):
     """The first and the last simulated day and the end of the last one: the simulator's
     default start (2026-10-01), or earlier when the last day would not yet be over on this
     machine's clock (an event too far in the future is invalid)."""
-    from shopwatch.agents.simulate import DEFAULT_START
+    from shopwatch.agents.simulator import DEFAULT_START
 
     days = int(days)
     start = date.fromisoformat(DEFAULT_START)

@@ -52,7 +52,7 @@ from broker_helpers import (
 )
 
 from shopwatch.agents.replay import load_rules, replay_lines
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.streams.replay_engine import ORDER, SESSION, Engine
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]

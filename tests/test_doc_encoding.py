@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_properties import streams
 
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, fmt_us, validate
 from shopwatch.streams.clock import EVENT
 from shopwatch.streams.orders import DOC_FORMAT, OrderLogic, OrderState, Refund, pack_ids, unpack_ids

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_properties import streams, until_of
 
-from shopwatch.agents import simulate
+from shopwatch.agents import simulator as simulate
 from shopwatch.schemas import events as E
 from shopwatch.schemas.events import InvalidEvent, parse_ts_us, validate
 from shopwatch.streams.replay_engine import ORDER, SESSION, SHOP, Engine, group_of

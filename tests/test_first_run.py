@@ -99,7 +99,7 @@ def test_readme_command_table_matches_the_cli(monkeypatch):
 
 
 def test_readme_names_the_simulators_shop_ids():
-    from shopwatch.agents.simulate import ABBR
+    from shopwatch.agents.simulator import ABBR
     from shopwatch.schemas.events import PLATFORMS
 
     text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopwatch.agents import metrics
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import (
     INPUT_TOPICS,
     TOPIC_ALERTS,

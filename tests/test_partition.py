@@ -19,7 +19,7 @@ import zlib
 import orjson
 import pytest
 
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, key_of, validate
 from shopwatch.streams.clock import EVENT, fmt_ts
 from shopwatch.streams.orders import OrderLogic

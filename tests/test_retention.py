@@ -9,7 +9,7 @@ import pytest
 from core_helpers import DAY, HOUR, Shop, local
 from test_partition import _Cluster, _key
 
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import validate
 from shopwatch.streams.clock import EVENT
 from shopwatch.streams.orders import OrderLogic

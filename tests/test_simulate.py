@@ -13,8 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shopwatch.agents import simulate
-from shopwatch.schemas.events import EVENT_TYPES, TOPIC_OF_TYPE, InvalidEvent, decode, key_of
+from shopwatch.agents import simulator as simulate
+from shopwatch.agents.simulator.cli import main as simulate_main
+from shopwatch.schemas.events import EVENT_TYPES, PLATFORMS, TOPIC_OF_TYPE, InvalidEvent, decode, key_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / ".venv" / "bin" / "shopwatch"
@@ -134,7 +135,7 @@ def test_malformed_variants_all_fail():
         variants[variant] += 1
         with pytest.raises(InvalidEvent):
             decode(b)
-    assert set(variants) == set(simulate._MALFORMS)
+    assert set(variants) == set(simulate.MALFORMS)
 
 
 def test_dirty_shares(recs):
@@ -185,7 +186,7 @@ def test_every_event_type_appears(events):
 def test_all_platforms_round_robin(events):
     shops = {(ev["platform"], ev["shop_id"]) for ev in events}
     assert len(shops) == 10
-    assert collections.Counter(p for p, _ in shops) == {p: 2 for p in simulate.PLATFORMS}
+    assert collections.Counter(p for p, _ in shops) == {p: 2 for p in PLATFORMS}
     assert ("xiaohongshu", "xi-shop-0") in shops and ("tmall", "tm-shop-1") in shops
 
 
@@ -394,9 +395,9 @@ def test_cli_bad_arguments():
 
 def test_module_entry_point_and_rate(tmp_path):
     out = tmp_path / "r.jsonl"
-    rc = simulate.main(["--seed", "1", "--events", "300", "--rate", "100000", "--out", str(out), "--quiet"])
+    rc = simulate_main(["--seed", "1", "--events", "300", "--rate", "100000", "--out", str(out), "--quiet"])
     assert rc == 0 and len(out.read_bytes().splitlines()) == 300
-    p = subprocess.run([str(PY), "-m", "shopwatch.agents.simulate", "--events", "10", "--quiet"],
+    p = subprocess.run([str(PY), "-m", "shopwatch.agents.simulator", "--events", "10", "--quiet"],
                        capture_output=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 10
 
@@ -437,7 +438,7 @@ def test_kafka_path_sends_keyed_records_to_the_configured_topics(monkeypatch):
     monkeypatch.setenv("SHOPWATCH_TOPIC_PREFIX", "t1.")
     monkeypatch.setenv("SHOPWATCH_TOPIC_CHATS", "custom-chats")
     _FakeProducer.instances.clear()
-    rc = simulate.main(["--kafka", "--seed", "9", "--shops", "5", "--events", "3000", "--dirty", "0.02", "--quiet"])
+    rc = simulate_main(["--kafka", "--seed", "9", "--shops", "5", "--events", "3000", "--dirty", "0.02", "--quiet"])
     assert rc == 0
     (prod,) = _FakeProducer.instances
     assert prod.kwargs["bootstrap_servers"] == "broker.example:9092"

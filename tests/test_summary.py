@@ -25,7 +25,7 @@ from chat_receiver import Receiver, read_message
 from core_helpers import DAY, HOUR, Shop, local, run, snap
 
 from shopwatch.agents import sinks as sinks_mod
-from shopwatch.agents.simulate import generate
+from shopwatch.agents.simulator import generate
 from shopwatch.agents.sinks import DingTalkSink, FeishuSink, SinkConfigError, SlackSink, WeComSink, load_sinks
 from shopwatch.schemas.events import validate
 from shopwatch.streams import summary as sm
