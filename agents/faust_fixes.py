@@ -3,13 +3,13 @@ aiokafka 0.13). Each names what it changes and why; the tests that prove them:
 
 | fix | what it works around | test |
 |---|---|---|
-| ``seek_uncommitted_to_start`` | partitions without a committed offset left past dropped records | tests/test_kafka_fixes.py, the kill test |
-| ``after_seek`` | stream partitions resumed before the seek to the committed offsets | tests/test_kafka_fixes.py, the kill test |
-| ``write_back_before_commit`` | no hook between "offsets chosen" and "producer flushed" | tests/test_kafka_fixes.py, the kill test |
-| ``flush_completely`` | a producer flush that gives up after 0.1 s per message | tests/test_kafka_fixes.py |
-| ``ShopwatchRecovery`` / ``drop_table_partition`` | ConsistencyError on local state ahead of its changelog | tests/test_broker_datadir.py |
-| ``write_documents`` / ``partition_documents`` | table writes outside an event; a scan of one partition | tests/test_broker_topology.py |
-| ``committed_offset`` / ``leave_unacknowledged`` | the consumer's committed offsets; a record taken but not to be committed | tests/test_kafka_fixes.py |
+| ``seek_uncommitted_to_start`` | partitions without a committed offset left past dropped records | tests/shell/test_kafka_fixes.py, the kill test |
+| ``after_seek`` | stream partitions resumed before the seek to the committed offsets | tests/shell/test_kafka_fixes.py, the kill test |
+| ``write_back_before_commit`` | no hook between "offsets chosen" and "producer flushed" | tests/shell/test_kafka_fixes.py, the kill test |
+| ``flush_completely`` | a producer flush that gives up after 0.1 s per message | tests/shell/test_kafka_fixes.py |
+| ``ShopwatchRecovery`` / ``drop_table_partition`` | ConsistencyError on local state ahead of its changelog | tests/broker/test_broker_datadir.py |
+| ``write_documents`` / ``partition_documents`` | table writes outside an event; a scan of one partition | tests/broker/test_broker_topology.py |
+| ``committed_offset`` / ``leave_unacknowledged`` | the consumer's committed offsets; a record taken but not to be committed | tests/shell/test_kafka_fixes.py |
 
 Nothing else in the project reaches into Faust's or aiokafka's private attributes
 (agents/web.py replaces Faust's web blueprints through its public attribute).

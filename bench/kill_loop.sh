@@ -14,7 +14,7 @@ for i in $(seq 1 "$N"); do
   for _ in $(seq 1 "$(nproc)"); do python3 -c "while True: pass" & busy+=($!); done
   start=$(date +%s)
   SHOPWATCH_KEEP_FAILED_TOPICS=1 timeout 900 .venv/bin/python -m pytest -q -x -p no:cacheprovider \
-    tests/test_broker_topology.py -k killed --basetemp="$OUT/run-$i" > "$OUT/run-$i.log" 2>&1
+    tests/broker/test_broker_topology.py -k killed --basetemp="$OUT/run-$i" > "$OUT/run-$i.log" 2>&1
   rc=$?
   kill "${busy[@]}" 2>/dev/null
   if [ "$rc" -eq 0 ]; then pass=$((pass + 1)); rm -rf "$OUT/run-$i"; else fail=$((fail + 1)); fi

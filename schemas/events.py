@@ -35,7 +35,7 @@ Choices where the spec is silent (an ops team's expectations):
   hundred bytes) is invalid: its queued copy would bloat the key's table
   document past what Kafka accepts.
 - ``schemas/event.schema.json`` is the same contract as JSON Schema; the two
-  are kept in step by tests/test_schemas.py.
+  are kept in step by tests/core/test_schemas.py.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Z
 
 # Fast path of parse_ts_us for the canonical form YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM)
 # with integer arithmetic; anything else (or anything invalid) goes the general way below,
-# which alone words the reasons. tests/test_fastpaths.py checks both agree.
+# which alone words the reasons. tests/core/test_fastpaths.py checks both agree.
 _SS = {f"{i:02d}": i for i in range(60)}  # seconds 00-59 (never 60: fromisoformat refuses it)
 # the offsets datetime.timezone takes: hours 00-23, minutes 00-59 ("-00:00" is UTC)
 _OFFSETS = {f"{sign}{h:02d}:{m:02d}": (1 if sign == "+" else -1) * (h * 3600 + m * 60)
@@ -490,7 +490,7 @@ _COMMON = operator.itemgetter("type", "event_id", "ts", "platform", "shop_id")
 # the start, which alone words the reasons. When every check passes it records
 # ``ts_us`` and fills the same defaults in the same order as the reference.
 # ``ids`` is the ids checked so far (event_id + shop_id), so that one
-# ``isprintable`` covers every id of the event. tests/test_fastpaths.py checks
+# ``isprintable`` covers every id of the event. tests/core/test_fastpaths.py checks
 # both paths agree.
 _TRADE_SET = frozenset(TRADE_TYPES)
 _RESPONSIBLE_SET = frozenset(RESPONSIBLE)

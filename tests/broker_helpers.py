@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from collections import Counter
@@ -17,6 +21,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from shopwatch.schemas.events import TOPIC_OF_TYPE, InvalidEvent, decode, key_of
 
@@ -85,12 +90,13 @@ def _records(lines: list[bytes], prefix: str) -> list[tuple[str, bytes | None, b
     return out
 
 
-async def _produce(bootstrap, records):
+async def _produce(bootstrap, records) -> list:
+    """Produce ``records`` (topic, key, value) and wait for every one; their metadata."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
     await producer.start()
     try:
         futs = [await producer.send(t, key=k, value=v) for t, k, v in records]
-        await asyncio.gather(*futs)
+        return list(await asyncio.gather(*futs))
     finally:
         await producer.stop()
 
@@ -263,3 +269,116 @@ def _wait_consumed(workers, n, timeout=180):
             return
         time.sleep(1)
     pytest.fail(f"consumed {_consumed(workers)} of {n}:\n" + "\n---\n".join(w.log_tail(30) for w in workers))
+
+
+# ------------------------------------------------------------------ a worker process
+def _http(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Worker:
+    """A `shopwatch worker` subprocess with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.port = int(env["SHOPWATCH_WEB_PORT"])
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            shopwatch_cmd("worker", "-l", "info"),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=log_path.parent,
+        )
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def wait_ready(self, timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}", pytrace=False)
+            try:
+                status, body = _http(self.port, "/readyz")
+                last = (status, body)
+                if status == 200:
+                    return json.loads(body)
+            except OSError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"worker not ready after {timeout}s (last /readyz: {last}):\n{self.log_tail()}", pytrace=False)
+
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        status, body = _http(self.port, "/metrics", timeout=5.0)
+        assert status == 200, body
+        out: dict[str, dict[tuple, float]] = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            for s in fam.samples:
+                if s.name.endswith("_total") or fam.type == "gauge":
+                    out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                self._log.close()
+                pytest.fail(f"worker did not stop within {timeout}s of SIGTERM:\n{self.log_tail()}", pytrace=False)
+        self._log.close()
+        return self.proc.returncode
+
+
+async def _read_dlq(bootstrap: str, topic: str, expected: int, timeout: float) -> list:
+    """All DLQ records once ``expected`` are in (plus a grace period for extras)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    got = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        grace_until = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                got.extend(msgs)
+            if len(got) >= expected:
+                grace_until = grace_until or loop.time() + 2.0
+                if loop.time() >= grace_until:
+                    break
+        return got
+    finally:
+        await consumer.stop()
+
+
+# ------------------------------------------------------------------ a simulated run and its replay
+def _sim(path, seed=11) -> list[bytes]:
+    subprocess.run(shopwatch_cmd("simulate", "--seed", str(seed), "--shops", "10", "--days", "4",
+                                 "--orders-per-shop-day", "40", "--out", str(path), "--quiet"), check=True)
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _replay(path, tmp_path):
+    a, s = tmp_path / "r-alerts.jsonl", tmp_path / "r-scores.json"
+    subprocess.run(shopwatch_cmd("replay", str(path), "--until", UNTIL, "--alerts-out", str(a), "--scores-out", str(s)),
+                   check=True, capture_output=True)
+    alerts = [orjson.loads(x) for x in a.read_bytes().splitlines() if x.strip()]
+    scores = {(x["platform"], x["shop_id"]): x["indicators"] for x in orjson.loads(s.read_bytes())}
+    return alerts, scores

@@ -18,7 +18,7 @@
 # consume, classic consumer groups with faust's assignor, offset commits,
 # faust's creation of its internal topics (leader, table changelog,
 # repartition), RocksDB table recovery from the changelog, and
-# tests/test_broker_ingest.py. 4.1.2 is the conservative pick: a line with two
+# tests/broker/test_broker_ingest.py. 4.1.2 is the conservative pick: a line with two
 # bug-fix releases, no newer protocol removals than 4.0.
 #
 # Environment:

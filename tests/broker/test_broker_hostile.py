@@ -19,14 +19,15 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from broker_helpers import shopwatch_cmd
-from test_broker_ingest import Worker, _http, _read_dlq
-from test_broker_topology import (
+from broker_helpers import (
     UNTIL,
     P,
+    Worker,
     _compare,
     _final_scores,
+    _http,
     _read,
+    _read_dlq,
     _records,
     _replay,
     _sim,
@@ -35,6 +36,7 @@ from test_broker_topology import (
     _wait_consumed,
     _wait_drained,
     _workers,
+    shopwatch_cmd,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]

@@ -19,8 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from broker_helpers import free_port, shopwatch_cmd
-from test_broker_ingest import Worker
+from broker_helpers import Worker, free_port, shopwatch_cmd
 
 from shopwatch.agents import web as sw_web
 from shopwatch.agents.settings import Settings

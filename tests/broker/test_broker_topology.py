@@ -11,21 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
 from collections import Counter
 
-import orjson
 import pytest
-from broker_helpers import (  # P: also imported from here by the other broker tests
-    UNTIL,
-    P,  # noqa: F401
+from broker_helpers import (
+    Worker,
     _compare,
     _consumed,
     _final_scores,
+    _http,
     _produce,
     _read,
     _records,
+    _replay,
+    _sim,
     _start,
     _tick,
     _utc,
@@ -33,27 +33,10 @@ from broker_helpers import (  # P: also imported from here by the other broker t
     _wait_drained,
     _wait_shops_caught_up,
     _workers,
-    shopwatch_cmd,
 )
 from chat_receiver import Receiver
-from test_broker_ingest import Worker, _http
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
-
-def _sim(path, seed=11) -> list[bytes]:
-    subprocess.run(shopwatch_cmd("simulate", "--seed", str(seed), "--shops", "10", "--days", "4",
-                                 "--orders-per-shop-day", "40", "--out", str(path), "--quiet"), check=True)
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def _replay(path, tmp_path):
-    a, s = tmp_path / "r-alerts.jsonl", tmp_path / "r-scores.json"
-    subprocess.run(shopwatch_cmd("replay", str(path), "--until", UNTIL, "--alerts-out", str(a), "--scores-out", str(s)),
-                   check=True, capture_output=True)
-    alerts = [orjson.loads(x) for x in a.read_bytes().splitlines() if x.strip()]
-    scores = {(x["platform"], x["shop_id"]): x["indicators"] for x in orjson.loads(s.read_bytes())}
-    return alerts, scores
-
 
 @pytest.fixture
 def sim(tmp_path):

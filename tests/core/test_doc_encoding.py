@@ -24,10 +24,9 @@ import statistics
 
 import orjson
 import pytest
-from core_helpers import HOUR, MINUTE, Shop, local, run
+from core_helpers import HOUR, MINUTE, Shop, local, run, streams
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_properties import streams
 
 from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, fmt_us, validate
@@ -235,7 +234,7 @@ def test_the_open_alert_id_is_kept_when_it_is_not_the_one_its_key_makes():
 @PROP
 @given(evs=streams(), cut=st.integers(0, 40))
 def test_states_of_generated_streams_round_trip(evs, cut):
-    """One order and one chat session of a shop (tests/test_properties.py), restored after a prefix."""
+    """One order and one chat session of a shop (tests/core/test_properties.py), restored after a prefix."""
     eng = Engine()
     for e in evs[:cut]:
         eng.process(validate(dict(e)))

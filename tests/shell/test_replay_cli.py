@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from core_helpers import DAY, HOUR, Shop, iso, local, run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = local(2026, 10, 1, 10)
 UNTIL = T0 + 5 * DAY
 

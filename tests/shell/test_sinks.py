@@ -254,7 +254,7 @@ def test_render_batch_of_one_is_pure_and_signs_with_the_given_clock(monkeypatch)
 
 
 # --------------------------------------------------------------------------- one post: 5xx, 4xx, 429, network
-# (trying again, and when, is the delivery loop's: tests/test_delivery.py)
+# (trying again, and when, is the delivery loop's: tests/shell/test_delivery.py)
 
 
 @pytest.mark.parametrize("status", [500, 503])

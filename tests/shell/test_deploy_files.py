@@ -21,7 +21,7 @@ import yaml
 from shopwatch.agents.sinks import SINKS_ENV
 from shopwatch.agents.web import OPEN_PATHS, PLACEHOLDER_PREFIX, TOKEN_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 README = ROOT / "README.md"
 

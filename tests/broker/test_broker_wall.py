@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
-from test_broker_ingest import Worker
-from test_broker_topology import _produce, _records, _utc
+from broker_helpers import Worker, _produce, _records, _utc
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 

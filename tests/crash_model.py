@@ -1,23 +1,19 @@
-"""The Kafka-shaped core (streams.partition) against replay (streams.replay_engine), without Kafka.
-
-A small model of the topology: order, chat and shop partitions, their tables
-with changelogs, a producer whose buffers reach the log in random pieces,
-commits that first write back every document changed since the last commit
-(the record cache: ``drain()``) and the entity updates held for the shops,
-then flush everything, and crashes that lose whatever was not delivered or
-written back (the worker then rebuilds its tables from the changelogs and
-reads its inputs again from the committed offsets). Events are split the way Kafka
-splits them (topic by type, partition by key) and consumed with one topic
-running far ahead of the others. Alerts and scores must equal replay's.
-"""
+"""A small model of the topology for the crash tests (tests/core/test_partition.py,
+tests/core/test_retention.py): order, chat and shop partitions, their tables with
+changelogs, a producer whose buffers reach the log in random pieces, commits
+that first write back every document changed since the last commit (the record
+cache: ``drain()``) and the entity updates held for the shops, then flush
+everything, and crashes that lose whatever was not delivered or written back
+(the worker then rebuilds its tables from the changelogs and reads its inputs
+again from the committed offsets). Events are split the way Kafka splits them
+(topic by type, partition by key) and consumed with one topic running far ahead
+of the others."""
 
 from __future__ import annotations
 
-import random
 import zlib
 
 import orjson
-import pytest
 
 from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import TOPIC_CHATS, TOPIC_OF_TYPE, key_of, validate
@@ -25,7 +21,6 @@ from shopwatch.streams.clock import EVENT, fmt_ts
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
 from shopwatch.streams.replay_engine import Engine
-from shopwatch.streams.rules import Rules
 from shopwatch.streams.sessions import SessionLogic
 from shopwatch.streams.shop import ShopLogic
 
@@ -304,44 +299,3 @@ def _check(c, evs, until):
     assert got == want, (sorted(want - got)[:3], sorted(got - want)[:3])
     assert c.final_scores(until) == r_scores
     return r_alerts
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_partitions_with_skewed_topics_equal_replay(seed):
-    evs = _events(seed=seed)
-    until = max(e["ts_us"] for e in evs) + 3 * 86_400_000_000
-    c = _Cluster(evs, Rules(), random.Random(seed))
-    c.run(until)
-    r_alerts = _check(c, evs, until)
-    assert len(c.alerts.log) == len(r_alerts), "no crash, so no alert change goes out twice"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [3, 4, 5, 6])
-def test_crashes_lose_and_double_count_nothing(seed):
-    """Workers die again and again at random instants, with random parts of their
-    output and changelog writes delivered: still replay's alerts and scores."""
-    evs = _events(seed=seed, shops=6, days=3)
-    until = max(e["ts_us"] for e in evs) + 86_400_000_000
-    c = _Cluster(evs, Rules(), random.Random(seed))
-    c.run(until, crash_every=97)
-    assert c.crashes >= 3
-    _check(c, evs, until)
-
-
-def test_redelivered_updates_change_nothing():
-    """A copy of an entity update (any version already applied) is a no-op."""
-    evs = _events(seed=7, shops=4, days=2)
-    until = max(e["ts_us"] for e in evs) + 86_400_000_000
-    c = _Cluster(evs, Rules(), random.Random(7))
-    c.run(until)
-    before = c.final_scores(until)
-    sp = c.shops[0]
-    n = len(c.contribs[0].log)
-    for m in c.contribs[0].items():
-        for u in m.get("updates", ()):
-            out = sp.on_update({**u, "stream": m["stream"]}, n, idle=frozenset(sp.merger.sources))
-            assert not out.changed and not out.alerts
-    states = {k: orjson.dumps(st.snapshot()) for k, st in sp.states.items()}
-    assert before and states == {k: orjson.dumps(st.snapshot()) for k, st in c.shops[0].states.items()}

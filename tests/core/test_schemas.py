@@ -24,8 +24,8 @@ from shopwatch.schemas import events
 from shopwatch.schemas.events import InvalidEvent, decode, parse_ts_us
 from shopwatch.schemas.jsonschema_files import NAMES, load
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "events.md"
-ACCEPTANCE = Path(__file__).resolve().parents[2] / "shared" / "acceptance"
+SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "events.md"
+ACCEPTANCE = Path(__file__).resolve().parents[3] / "shared" / "acceptance"
 
 
 def _validator(name: str) -> Draft202012Validator:

@@ -7,7 +7,7 @@ import random
 import orjson
 import pytest
 from core_helpers import DAY, HOUR, Shop, local
-from test_partition import _Cluster, _key
+from crash_model import _Cluster, _key
 
 from shopwatch.agents.simulator import generate
 from shopwatch.schemas.events import validate

@@ -1,7 +1,7 @@
 """The operator metrics (agents/metrics.py) without Kafka: the collector over a hand-built
 topology (real order, chat and shop partitions fed a simulated stream; a stand-in consumer
 and table recovery), the per-shop cardinality limit and the event-to-alert latency hook.
-The real worker and a real Prometheus are in tests/test_broker_prometheus.py."""
+The real worker and a real Prometheus are in tests/broker/test_broker_prometheus.py."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from shopwatch.agents import simulator as simulate
 from shopwatch.agents.simulator.cli import main as simulate_main
 from shopwatch.schemas.events import EVENT_TYPES, PLATFORMS, TOPIC_OF_TYPE, InvalidEvent, decode, key_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / ".venv" / "bin" / "shopwatch"
 PY = ROOT / ".venv" / "bin" / "python"
 

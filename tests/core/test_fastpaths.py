@@ -21,9 +21,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from core_helpers import streams, until_of
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_properties import streams, until_of
 
 from shopwatch.agents import simulator as simulate
 from shopwatch.schemas import events as E

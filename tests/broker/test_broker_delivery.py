@@ -28,10 +28,20 @@ import signal
 import time
 
 import pytest
-from broker_helpers import free_port
+from broker_helpers import (
+    P,
+    Worker,
+    _http,
+    _produce,
+    _read,
+    _records,
+    _replay,
+    _sim,
+    _tick,
+    _wait_drained,
+    free_port,
+)
 from chat_receiver import Receiver
-from test_broker_ingest import Worker, _http
-from test_broker_topology import P, _produce, _read, _records, _replay, _sim, _tick, _wait_drained
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(900)]
 

@@ -12,21 +12,15 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from broker_helpers import shopwatch_cmd
-from prometheus_client.parser import text_string_to_metric_families
+from broker_helpers import Worker, _http, _produce, _read_dlq, shopwatch_cmd
 
 from shopwatch.schemas.events import TOPIC_OF_TYPE
 
@@ -120,112 +114,6 @@ def invalid_records() -> list[tuple[str, bytes | None, bytes | None, str]]:
         ("shop.refunds", b"o-tombstone", None, "null value"),
         ("shop.chats", b"cs-mistyped", bad("chat.message", sender=7), "sender"),
     ]
-
-
-def _http(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-class Worker:
-    """A `shopwatch worker` subprocess with its log in a file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.port = int(env["SHOPWATCH_WEB_PORT"])
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            shopwatch_cmd("worker", "-l", "info"),
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=log_path.parent,
-        )
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
-
-    def wait_ready(self, timeout: float = 90.0) -> dict:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}", pytrace=False)
-            try:
-                status, body = _http(self.port, "/readyz")
-                last = (status, body)
-                if status == 200:
-                    return json.loads(body)
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"worker not ready after {timeout}s (last /readyz: {last}):\n{self.log_tail()}", pytrace=False)
-
-    def metrics(self) -> dict[str, dict[tuple, float]]:
-        status, body = _http(self.port, "/metrics", timeout=5.0)
-        assert status == 200, body
-        out: dict[str, dict[tuple, float]] = {}
-        for fam in text_string_to_metric_families(body.decode()):
-            for s in fam.samples:
-                if s.name.endswith("_total") or fam.type == "gauge":
-                    out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-        return out
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                self._log.close()
-                pytest.fail(f"worker did not stop within {timeout}s of SIGTERM:\n{self.log_tail()}", pytrace=False)
-        self._log.close()
-        return self.proc.returncode
-
-
-async def _produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futs = [await producer.send(topic, key=key, value=value) for topic, key, value in records]
-        return list(await asyncio.gather(*futs))
-    finally:
-        await producer.stop()
-
-
-async def _read_dlq(bootstrap: str, topic: str, expected: int, timeout: float) -> list:
-    """All DLQ records once ``expected`` are in (plus a grace period for extras)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    got = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        grace_until = None
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                got.extend(msgs)
-            if len(got) >= expected:
-                grace_until = grace_until or loop.time() + 2.0
-                if loop.time() >= grace_until:
-                    break
-        return got
-    finally:
-        await consumer.stop()
 
 
 async def _describe(bootstrap: str, topics: list[str]) -> tuple[dict[str, int], dict[str, dict]]:

@@ -12,7 +12,7 @@ When the binaries are missing the tests fail under CI (``CI=true``, where
 
 Response classes Alertmanager does not produce on demand (429, 503, a slow
 answer) come from a local aiohttp stub. Each test is a sync function running
-its coroutine with ``asyncio.run`` (as tests/test_sinks.py).
+its coroutine with ``asyncio.run`` (as tests/shell/test_sinks.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from prometheus_client import REGISTRY
 from shopwatch.agents.alertmanager import AlertmanagerSink, Outcome
 from shopwatch.agents.sinks import SinkConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONFIG = ROOT / "deploy" / "alertmanager.yml"
 NULL_CONFIG = 'route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n'
 LABELS = {"alertname", "platform", "shop_id", "severity", "alert_id"}

@@ -11,7 +11,7 @@
   owners, and the paging (cursor and offset) and filters agree with it.
 
 When chromium is missing the page test fails under CI (``CI=true``, where
-``make setup`` installs it) and skips elsewhere, as tests/test_alertmanager.py
+``make setup`` installs it) and skips elsewhere, as tests/shell/test_alertmanager.py
 does for Alertmanager. Every wait polls with a deadline: the machine is loaded.
 """
 
@@ -31,8 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from broker_helpers import _wait_consumed, free_port, shopwatch_cmd
-from test_broker_ingest import Worker
+from broker_helpers import Worker, _wait_consumed, free_port, shopwatch_cmd
 
 pytestmark = [pytest.mark.broker]
 

@@ -18,8 +18,7 @@ import time
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from broker_helpers import delete_topics, free_port, unique_prefix
-from test_broker_ingest import BASE, VALID_FIELDS, Worker, _http, _produce
+from broker_helpers import Worker, _http, _produce, delete_topics, free_port, unique_prefix
 
 from shopwatch.agents.app import state_dir
 from shopwatch.agents.settings import Settings
@@ -34,8 +33,9 @@ def _orders(prefix: str, ids: list[str]) -> list[tuple[str, bytes, bytes]]:
     """order.paid events on ``prefix`` + shop.orders, keyed by order_id."""
     out = []
     for i, oid in enumerate(ids):
-        ev = {"event_id": f"e-{oid}", "type": "order.paid", **BASE, **VALID_FIELDS["order.paid"],
-              "order_id": oid, "ts": f"2026-11-{10 + i % 10:02d}T10:00:00+08:00"}
+        ev = {"event_id": f"e-{oid}", "type": "order.paid", "platform": "douyin", "shop_id": "s-1",
+              "ts": f"2026-11-{10 + i % 10:02d}T10:00:00+08:00", "order_id": oid, "amount_fen": 12900,
+              "trade_type": "bonded", "presale": {"ship_within_days": 3}}
         out.append((prefix + "shop.orders", oid.encode(), orjson.dumps(ev)))
     return out
 

@@ -4,97 +4,15 @@ arrival order of one order's events, and state survives a snapshot/restore round
 from __future__ import annotations
 
 import orjson
-from core_helpers import DAY, HOUR, MINUTE, Shop, iso, local
+from core_helpers import DAY, HOUR, MINUTE, Shop, local, streams, until_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shopwatch.schemas.events import PLATFORMS, validate
+from shopwatch.schemas.events import validate
 from shopwatch.streams.replay_engine import Engine
 
 T0 = local(2026, 10, 1, 10)
-SPAN_MIN = 12 * 24 * 60  # events within 12 days of the payment
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-SCANS = ("picked_up", "in_transit", "out_for_delivery", "signed", "customs", "exception", "fake_flagged")
-REFUND_STEPS = ("approved", "rejected", "return_shipped", "return_signed", "received", "intervened",
-                "judged", "completed", "closed", "proof_uploaded")
-
-
-@st.composite
-def streams(draw):
-    """Events of one order and one chat session of one shop, in time order (ties by generation)."""
-    platform = draw(st.sampled_from(PLATFORMS))
-    sh = Shop(platform, "s-prop")
-    # minutes after T0; a small range sometimes, so that instants coincide
-    span = draw(st.sampled_from([SPAN_MIN, 6 * 60, 3]))
-
-    def t():
-        return T0 + draw(st.integers(0, span)) * MINUTE
-
-    evs = []
-    paid = {"trade_type": draw(st.sampled_from(["domestic", "bonded", "direct_mail"])),
-            "category": draw(st.sampled_from(["general", "fresh"])),
-            "cod": draw(st.booleans()), "virtual": draw(st.sampled_from([False] * 5 + [True]))}
-    shape = draw(st.sampled_from(["default", "presale_days", "presale_date", "promised"]))
-    if shape == "presale_days":
-        paid["presale"] = {"ship_within_days": draw(st.integers(0, 5))}
-    elif shape == "presale_date":
-        paid["presale"] = {"ship_by": draw(st.sampled_from(["2026-10-01", "2026-10-03", "2026-10-06"]))}
-    elif shape == "promised":
-        paid["promised_ship_by"] = iso(T0 + draw(st.integers(-2, 72)) * HOUR)
-    evs.append(sh.paid("o", T0, amount_fen=draw(st.integers(0, 300_000)), **paid))
-    for _ in range(draw(st.integers(0, 2))):
-        evs.append(sh.shipped("o", t(), no_logistics=draw(st.sampled_from([False, False, True]))))
-    if draw(st.integers(0, 5)) == 0:
-        evs.append(sh.cancelled("o", t()))
-    for _ in range(draw(st.integers(0, 5))):
-        step = draw(st.sampled_from(SCANS))
-        kw = {}
-        if step == "customs":
-            kw["status"] = draw(st.sampled_from(["declared", "cleared", "held", "exception"]))
-        elif step == "exception":
-            kw["reason"] = draw(st.sampled_from(["lost", "damaged", "address"]))
-        evs.append(sh.scan(step, "o", t(), **kw))
-    for _ in range(draw(st.integers(0, 2))):
-        evs.append(sh.review("o", t(), product=draw(st.integers(1, 5)),
-                             service=draw(st.one_of(st.none(), st.integers(1, 5)))))
-    for c in range(draw(st.integers(0, 2))):
-        cid = f"c{c}"
-        evs.append(sh.complaint("o", cid, t()))
-        for _ in range(draw(st.integers(0, 2))):  # a ruling, sometimes a second one
-            evs.append(sh.judged("o", cid, t(), draw(st.sampled_from(["merchant", "buyer", "both", "none"])),
-                                 malicious=draw(st.booleans())))
-    for r in range(draw(st.integers(0, 2))):
-        rid = f"r{r}"
-        evs.append(sh.requested("o", rid, t(), kind=draw(st.sampled_from(["refund_only", "return_refund", "exchange"])),
-                                reason=draw(st.sampled_from(["quality", "spoiled", "logistics", "not_received",
-                                                             "no_reason", "other"])),
-                                no_return=draw(st.booleans()),
-                                damage_ratio=draw(st.one_of(st.none(), st.sampled_from([0.0, 0.2, 0.3, 0.8])))))
-        for step in draw(st.lists(st.sampled_from(REFUND_STEPS), max_size=5, unique=True)):
-            kw = {"responsible": draw(st.sampled_from(["merchant", "buyer", "both"]))} if step == "judged" else {}
-            evs.append(sh.refund(step, "o", rid, t(), **kw))
-    # one chat session
-    start = t()
-    evs.append(sh.chat("started", "c", start))
-    if draw(st.booleans()):
-        evs.append(sh.chat("assigned", "c", start + draw(st.integers(0, 400)) * 1_000_000))
-    at = start
-    for _ in range(draw(st.integers(0, 6))):
-        at += draw(st.sampled_from([0, 0, 30, 180, 181, 300])) * 1_000_000
-        evs.append(sh.msg("c", at, draw(st.sampled_from(["buyer", "buyer", "agent", "bot", "system"]))))
-    if draw(st.booleans()):
-        evs.append(sh.chat("closed", "c", at + draw(st.integers(0, 300)) * 1_000_000))
-        for _ in range(draw(st.integers(0, 2))):
-            evs.append(sh.chat("rated", "c", at + draw(st.sampled_from([400, 401])) * 1_000_000,
-                               rating=draw(st.integers(1, 5))))
-    order = sorted(range(len(evs)), key=lambda i: (evs[i]["ts"], i))
-    return [evs[i] for i in order]
-
-
-def until_of(evs) -> int:
-    """Late enough for every timer of the stream to have fired."""
-    return max(validate(dict(e))["ts_us"] for e in evs) + 30 * DAY
 
 
 def feed(eng: Engine, evs) -> Engine:

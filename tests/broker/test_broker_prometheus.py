@@ -30,8 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from broker_helpers import free_port, shopwatch_cmd
-from test_broker_ingest import Worker, _http
+from broker_helpers import Worker, _http, free_port, shopwatch_cmd
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
