@@ -42,6 +42,7 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from shopwatch.agents.faust_fixes import (
     ShopwatchTableManager,
     after_seek,
+    bound_fetch_wait,
     flush_completely,
     seek_uncommitted_to_start,
     write_back_before_commit,
@@ -139,6 +140,7 @@ class ShopwatchApp(faust.App):
 
     def _new_consumer(self):
         consumer = super()._new_consumer()
+        bound_fetch_wait(consumer)
         seek_uncommitted_to_start(consumer)
         write_back_before_commit(consumer, self.sw_before_commit)
         after_seek(consumer, self.sw_after_seek)

@@ -3,6 +3,7 @@ aiokafka 0.13). Each names what it changes and why; the tests that prove them:
 
 | fix | what it works around | test |
 |---|---|---|
+| ``bound_fetch_wait`` | a hard-coded 1500 ms broker fetch wait (up to 1.5 s added to an alert) | tests/shell/test_app_conf.py, the kill test |
 | ``seek_uncommitted_to_start`` | partitions without a committed offset left past dropped records | tests/shell/test_kafka_fixes.py, the kill test |
 | ``after_seek`` | stream partitions resumed before the seek to the committed offsets | tests/shell/test_kafka_fixes.py, the kill test |
 | ``write_back_before_commit`` | no hook between "offsets chosen" and "producer flushed" | tests/shell/test_kafka_fixes.py, the kill test |
@@ -26,6 +27,36 @@ from faust.tables.recovery import Recovery
 from faust.types import TP
 
 log = logging.getLogger("shopwatch.faust_fixes")
+
+FETCH_MAX_WAIT_MS = 100
+
+
+def bound_fetch_wait(consumer, wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
+    """Have the worker's aiokafka consumer ask the broker to answer a fetch within
+    ``wait_ms`` (Kafka's own default is 500 ms) instead of Faust's 1500 ms.
+
+    faust-streaming 0.15.3 creates it with a hard-coded ``fetch_max_wait_ms=1500``
+    (``faust/transport/drivers/aiokafka.py``, ``_create_worker_consumer``; there is
+    no setting for it). aiokafka sends one fetch per broker at a time, for the
+    partitions with nothing buffered when it is sent; a partition left out (its
+    previous records not consumed yet) can only be fetched again once that request
+    returns, which with fetch.min.bytes=1 is up to ``fetch_max_wait_ms`` when the
+    partitions in it have nothing new. The consumer thread builds the consumer when
+    it starts, so its factory is wrapped here (before the thread starts). Only the
+    fetch cadence changes; offsets, commits and delivery are untouched (with it, the
+    kill test found the rebalance paths ``after_seek`` closes)."""
+    thread = getattr(consumer, "_thread", None)
+    create = getattr(thread, "_create_worker_consumer", None)
+    if create is None:  # another transport: nothing to do
+        return
+
+    def create_worker_consumer(transport):
+        client = create(transport)
+        if getattr(client, "_fetch_max_wait_ms", None) is not None:
+            client._fetch_max_wait_ms = min(client._fetch_max_wait_ms, wait_ms)
+        return client
+
+    thread._create_worker_consumer = create_worker_consumer
 
 
 def seek_uncommitted_to_start(consumer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from shopwatch.agents.app import advertised_host, build_app
@@ -24,3 +25,15 @@ def test_the_producer_batches_and_compresses(tmp_path):
     assert conf.producer_linger == 0.01
     assert conf.producer_compression_type == "lz4"
 
+
+
+def test_the_consumer_fetches_within_100_ms_not_fausts_1500(tmp_path):
+    from shopwatch.agents.faust_fixes import FETCH_MAX_WAIT_MS
+
+    app = build_app(Settings(data_dir=str(tmp_path)))
+
+    async def build():  # aiokafka builds its consumer on a running loop
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    client = asyncio.run(build())
+    assert client._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
