@@ -51,18 +51,14 @@ from shopwatch.agents.settings import Settings
 from shopwatch.agents.settings import settings as load_settings
 from shopwatch.schemas.events import (
     INPUT_TOPICS,
+    ORDER_KEYED_TOPICS,
     TOPIC_ALERTS,
-    TOPIC_CHATS,
     TOPIC_DLQ,
-    TOPIC_ORDERS,
-    TOPIC_REFUNDS,
     TOPIC_SCORES,
-    TOPIC_SHIPMENTS,
 )
 
 log = logging.getLogger(__name__)
 
-ORDER_KEYED_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS)
 OUTPUT_TOPICS = (TOPIC_DLQ, TOPIC_ALERTS, TOPIC_SCORES)
 # Kafka topic configs per default topic name.
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
@@ -76,25 +72,17 @@ class TopicSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Topics:
-    """The app's topics; ``names`` maps a default name to the configured one."""
+    """The topic names (``names``: a default name, ``shop.orders``..., to the configured
+    one) and the dead-letter topic ingest sends to; the topology declares the topics
+    its agents read and write (agents/topology.py)."""
 
-    orders: faust.TopicT
-    shipments: faust.TopicT
-    refunds: faust.TopicT
-    chats: faust.TopicT
     dlq: faust.TopicT
-    alerts: faust.TopicT
-    scores: faust.TopicT
     names: dict[str, str]
 
     @property
     def default_of(self) -> dict[str, str]:
         """Configured topic name -> default name (``shop.orders``...)."""
         return {v: k for k, v in self.names.items()}
-
-    @property
-    def inputs(self) -> tuple[faust.TopicT, ...]:
-        return (self.orders, self.shipments, self.refunds, self.chats)
 
 
 class ShopwatchApp(faust.App):
@@ -288,16 +276,7 @@ def build_app(s: Settings | None = None, *, app_id: str | None = None) -> Shopwa
             compacting=True if compact else None,
         )
 
-    app.sw_topics = Topics(
-        orders=topic(TOPIC_ORDERS),
-        shipments=topic(TOPIC_SHIPMENTS),
-        refunds=topic(TOPIC_REFUNDS),
-        chats=topic(TOPIC_CHATS),
-        dlq=topic(TOPIC_DLQ),
-        alerts=topic(TOPIC_ALERTS),
-        scores=topic(TOPIC_SCORES),
-        names=names,
-    )
+    app.sw_topics = Topics(dlq=topic(TOPIC_DLQ), names=names)
     return app
 
 

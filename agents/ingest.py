@@ -52,7 +52,14 @@ from typing import NamedTuple
 import orjson
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, Counter, generate_latest
 
-from shopwatch.schemas.events import INPUT_TOPICS, TOPIC_CHATS, InvalidEvent, decode, parse_ts_us
+from shopwatch.schemas.events import (
+    INPUT_TOPICS,
+    ORDER_KEYED_TOPICS,
+    TOPIC_CHATS,
+    InvalidEvent,
+    decode,
+    parse_ts_us,
+)
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +228,7 @@ def install(app, on_valid: OnValid | None = None) -> None:
     default_of = topics.default_of
     dlq = topics.dlq
     chats = topics.names[TOPIC_CHATS]
-    order_keyed = [n for d, n in topics.names.items() if d in ("shop.orders", "shop.shipments", "shop.refunds")]
+    order_keyed = [topics.names[d] for d in ORDER_KEYED_TOPICS]
     window = Window.of(app.sw_settings)
 
     async def process(stream) -> None:

@@ -45,16 +45,15 @@ from yarl import URL
 
 from shopwatch.schemas.events import (
     INPUT_TOPICS,
+    ORDER_KEYED_TOPICS,
     TOPIC_ALERTS,
     TOPIC_CHATS,
     TOPIC_CONTRIBS,
     TOPIC_ORDERS,
-    TOPIC_REFUNDS,
     TOPIC_SCORES,
-    TOPIC_SHIPMENTS,
     TOPIC_TICKS,
 )
-from shopwatch.streams.clock import EVENT, US, WALL, fmt_ts
+from shopwatch.streams.clock import US, EventClock, WallClock, fmt_ts
 from shopwatch.streams.orders import OrderLogic
 from shopwatch.streams.outbox import AlertBook
 from shopwatch.streams.partition import KeyedPartition, ShopPartition
@@ -126,12 +125,14 @@ class Topology:
         self.rules = rules
         self.ingest = ingest
         self.sinks = list(sinks or ())
-        self.domain = EVENT if settings.clock == "event" else WALL
+        # event time (backfills, tests) or the wall clock, read here and carried by the ticks
+        self.clock = EventClock() if settings.clock == "event" else WallClock(read=lambda: int(time.time() * US))
+        self.domain = self.clock.domain
         P = settings.partitions
         t = settings.topic
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.names = {n: t(n) for n in (*INPUT_TOPICS, TOPIC_TICKS, TOPIC_CONTRIBS, TOPIC_ALERTS, TOPIC_SCORES)}
-        self.order_sources = [t(TOPIC_ORDERS), t(TOPIC_SHIPMENTS), t(TOPIC_REFUNDS)]
+        self.order_sources = [t(d) for d in ORDER_KEYED_TOPICS]
         for name in (t(TOPIC_TICKS), t(TOPIC_CONTRIBS)):
             app.require_topic(name, copartition_with=t(TOPIC_ORDERS) if name == t(TOPIC_TICKS) else None)
         self.ticks = app.topic(t(TOPIC_TICKS), partitions=P, **raw)
@@ -391,7 +392,7 @@ class Topology:
                 if m.topic == ticks_name:
                     tick = orjson.loads(m.value)
                     idle = (self._idle(p, self.order_sources, self.last_produced.get(p, 0.0))
-                            if self.domain == EVENT else frozenset())
+                            if self.clock.merges else frozenset())
                     out = kp.on_tick(m.topic, m.offset, tick.get("now_us"), flush=tick.get("flush", False), idle=idle)
                     self._emit(p, out, self.orders_docs, f"orders:{p}")
                     wm = tick.get("now_us") if tick.get("now_us") is not None else kp.watermark
@@ -406,10 +407,8 @@ class Topology:
                     continue
                 # only the event clock merges sources; the wall clock applies records as they come
                 idle = (self._idle(p, self.order_sources, self.last_produced[p] if m.timestamp else time.time())
-                        if self.domain == EVENT else frozenset())
-                st = kp.states.get(ev["order_id"])
-                if (kp.watermark is not None and ev["ts_us"] < kp.watermark
-                        and (st is None or ev["event_id"] not in st.seen)):
+                        if self.clock.merges else frozenset())
+                if kp.is_late(ev):
                     LATE_RECORDS.inc()
                     log.warning("late record %s:%d@%d (ts %s, partition clock %s; idle %s)", m.topic, p, m.offset,
                                 fmt_ts(ev["ts_us"]), fmt_ts(kp.watermark), sorted(idle))
@@ -480,9 +479,8 @@ class Topology:
 
         @app.timer(interval=1.0, on_leader=True)
         async def send_ticks():
-            # Wall clock: ticks carry now; event clock: empty ticks let idle sources release the merge.
-            msg = {"now_us": int(time.time() * US)} if self.domain == WALL else {}
-            value = orjson.dumps(msg)
+            now = self.clock.tick_time()
+            value = orjson.dumps({} if now is None else {"now_us": now})
             for q in range(self.s.partitions):
                 await self.ticks.send(key=b"__tick__", value=value, partition=q)
 
@@ -490,7 +488,7 @@ class Topology:
         async def verify_source_ends():
             # The broker's end offsets of every partition of the order sources, and when
             # they were asked for: what _idle trusts (source_ends.py).
-            if self.domain != EVENT:
+            if not self.clock.merges:
                 return
             c = app.consumer
             mine = [tp for tp in c.assignment() if tp.topic in self.order_sources]

@@ -475,7 +475,9 @@ EVENT_TYPES: dict[str, tuple[str, object]] = {
 }
 
 TOPIC_OF_TYPE = {t: topic for t, (topic, _) in EVENT_TYPES.items()}
-INPUT_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS, TOPIC_CHATS)
+# Keyed by order_id and co-partitioned: partition p of each holds the same orders.
+ORDER_KEYED_TOPICS = (TOPIC_ORDERS, TOPIC_SHIPMENTS, TOPIC_REFUNDS)
+INPUT_TOPICS = (*ORDER_KEYED_TOPICS, TOPIC_CHATS)
 _PLATFORMS = frozenset(PLATFORMS)
 _PLATFORM_INDEX = {p: i for i, p in enumerate(PLATFORMS)}
 _COMMON = operator.itemgetter("type", "event_id", "ts", "platform", "shop_id")

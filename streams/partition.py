@@ -48,7 +48,7 @@ from collections import deque
 
 from shopwatch.schemas.events import parse_ts_us
 
-from .clock import EVENT, WALL, day_start_us
+from .clock import EVENT, clock_of, day_start_us
 from .effects import Effects, diff_items
 from .retention import RETIRE, Calendar, Retention
 from .timers import TimerHeap
@@ -279,13 +279,14 @@ class KeyedPartition:
     dict with field names, sources by name, whole events and updates, empty
     ``q``/``o`` written out) are read as well."""
 
-    def __init__(self, logic, partition: int, sources: list[str], domain: str = EVENT,
+    def __init__(self, logic, partition: int, sources: list[str], clock=EVENT,
                  key_of=None, kind: str = "orders", committed=None, docs=None) -> None:
         self.logic = logic
         self.partition = partition
         self.sources = list(sources)
         self._source_code = {src: i for i, src in enumerate(self.sources)}
-        self.domain = domain
+        self.clock = clock_of(clock)  # its policy: merge or not, what moves the clock (streams/clock.py)
+        self.domain = self.clock.domain
         self.key_of = key_of
         self.kind = kind
         self.committed = committed or _never_committed
@@ -404,13 +405,22 @@ class KeyedPartition:
         return c is not None and entry[1] < c
 
     # ------------------------------------------------------------------ input
+    def is_late(self, ev: dict) -> bool:
+        """Whether ``ev`` (not applied before) is earlier than the partition's clock: the merge
+        let a later record of another source go first (a source counted idle too soon)."""
+        wm = self.watermark
+        if wm is None or ev["ts_us"] >= wm:
+            return False
+        st = self.states.get(self.key_of(ev))
+        return st is None or ev["event_id"] not in st.seen
+
     def on_record(self, source: str, offset: int, ev: dict, idle: frozenset = frozenset()) -> Outputs:
         out = self._begin(source, offset)
         key = self.key_of(ev)
         st = self.states.get(key)
         if st is not None and ev["event_id"] in st.seen:
             return out  # applied before; what it produced is in the outbox until committed
-        if self.domain == WALL or len(self.sources) == 1:
+        if not self.clock.merges or len(self.sources) == 1:
             # nothing to merge: one source is already in order
             self._apply(key, ev, out)
         else:
@@ -430,12 +440,10 @@ class KeyedPartition:
         it (replay's end of file); in ``wall`` mode ``now_us`` is the wall clock
         and timers due strictly before it fire."""
         out = self._begin(source, offset)
-        if self.domain == EVENT:
+        if self.clock.merges:
             self._merge(out, idle, flush=flush)
-            if now_us is not None:
-                self._fire(now_us, True, out)
-        elif now_us is not None:
-            self._fire(now_us, False, out)
+        if now_us is not None:
+            self._fire(now_us, self.clock.ticks_inclusive, out)
         self._prune_outbox()
         return self._finish(out)
 
@@ -491,7 +499,7 @@ class KeyedPartition:
 
     def _apply(self, key, ev: dict, out: Outputs) -> None:
         ts = ev["ts_us"]
-        if self.domain == EVENT:
+        if self.clock.events_advance:
             self._fire(ts, False, out)
             if self.watermark is None or ts > self.watermark:
                 self.watermark = ts
@@ -520,7 +528,7 @@ class KeyedPartition:
             self.timers.want("k", key, wanted)
             self._file(key, st, wanted)
             self._collect(key, st, out)
-        if self.domain == EVENT and inclusive and (self.watermark is None or limit_us > self.watermark):
+        if self.clock.events_advance and inclusive and (self.watermark is None or limit_us > self.watermark):
             self.watermark = limit_us
 
     # ------------------------------------------------------------ retention
@@ -612,10 +620,11 @@ class ShopPartition:
     shell's table) when an update needs them.
     """
 
-    def __init__(self, logic, domain: str = EVENT, streams=(), partition: int = 0, committed=None,
+    def __init__(self, logic, clock=EVENT, streams=(), partition: int = 0, committed=None,
                  docs=None) -> None:
         self.logic = logic
-        self.domain = domain
+        self.clock = clock_of(clock)  # its policy: merge or not, what moves the clock (streams/clock.py)
+        self.domain = self.clock.domain
         self.partition = partition
         self.committed = committed or (lambda: None)  # committed offset of this contributions partition
         self.docs = docs if docs is not None else {}
@@ -697,7 +706,7 @@ class ShopPartition:
         """Take one entity update (with the ``stream`` it came from), the ``index``-th of
         the message at ``offset``."""
         out = self._begin(offset)
-        if self.domain != EVENT:
+        if not self.clock.merges:
             self._apply(u, out)
             self._dirty |= out.changed
             return self._finish(out)
@@ -733,7 +742,7 @@ class ShopPartition:
         end = final is not None and final != self.final
         if end:
             self.final = low = final
-        out = self.on_tick(offset, low, self.domain == EVENT and end, flush=end)
+        out = self.on_tick(offset, low, self.clock.ticks_inclusive and end, flush=end)
         keys = set(self.states) if end else self._dirty | out.changed
         self._dirty = set()
         for key in sorted(keys):
@@ -745,7 +754,7 @@ class ShopPartition:
         """Release merged updates (all of them on ``flush``), then fire shop timers due
         before ``now_us`` (at or before, if ``inclusive``)."""
         out = self._begin(offset)
-        if self.domain == EVENT:
+        if self.clock.merges:
             self._release(out, idle, flush)
         if now_us is not None:
             self._fire(now_us, inclusive, out)
@@ -855,7 +864,7 @@ class ShopPartition:
         if st is None:
             st = self.states[key] = self.logic.new_state(key)
         at = u["at"]
-        if self.domain == EVENT:
+        if self.clock.events_advance:
             self._fire(at, False, out)
             if self.watermark is None or at > self.watermark:
                 self.watermark = at

@@ -52,3 +52,26 @@ def test_redelivered_updates_change_nothing():
             assert not out.changed and not out.alerts
     states = {k: orjson.dumps(st.snapshot()) for k, st in sp.states.items()}
     assert before and states == {k: orjson.dumps(st.snapshot()) for k, st in c.shops[0].states.items()}
+
+
+def test_a_record_behind_the_partitions_clock_is_late_unless_applied_before():
+    """The shell counts (and logs) records the merge applied out of order: ``is_late``."""
+    from core_helpers import HOUR, Shop, local
+
+    from shopwatch.schemas.events import validate
+    from shopwatch.streams.clock import EVENT
+    from shopwatch.streams.orders import OrderLogic
+    from shopwatch.streams.partition import KeyedPartition
+
+    sh, t0 = Shop("douyin", "s-1"), local(2026, 10, 1, 10)
+    kp = KeyedPartition(OrderLogic(Rules()), 0, ["shop.orders", "shop.shipments"], EVENT,
+                        key_of=lambda ev: ev["order_id"], kind="orders", committed=lambda src: None)
+    paid = validate(sh.paid("o-1", t0))
+    shipped = validate(sh.shipped("o-1", t0 + 2 * HOUR))
+    assert not kp.is_late(paid)  # no clock yet
+    kp.on_record("shop.orders", 0, paid, idle=frozenset({"shop.shipments"}))
+    kp.on_record("shop.shipments", 0, shipped, idle=frozenset({"shop.orders"}))
+    assert kp.watermark == t0 + 2 * HOUR
+    assert kp.is_late(validate(sh.paid("o-2", t0 + HOUR)))  # a new record behind the clock
+    assert not kp.is_late(paid)  # a copy of one applied before changes nothing: not late
+    assert not kp.is_late(validate(sh.paid("o-3", t0 + 3 * HOUR)))
