@@ -49,6 +49,14 @@ class EntityDocuments:
 
     __slots__ = ()
 
+    def _init_entity(self) -> None:
+        """The fields ``admit`` fills from the first event: platform, shop, the event ids
+        applied (duplicates), the earliest ``ts``."""
+        self.platform = None
+        self.shop_id = None
+        self.seen: set[str] = set()
+        self.first_us = None
+
     @staticmethod
     def _trimmed(d: list) -> list:
         """A document without its trailing empty fields."""

@@ -273,10 +273,7 @@ class OrderState(EntityDocuments):
 
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
-        self.platform = None
-        self.shop_id = None
-        self.seen: set[str] = set()
-        self.first_us = None
+        self._init_entity()
         self.paid = None  # the order.paid facts (dict)
         self.paid_us = None
         self.lst_us = None

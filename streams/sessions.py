@@ -48,10 +48,7 @@ class SessionState(EntityDocuments):
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
-        self.platform = None
-        self.shop_id = None
-        self.seen: set[str] = set()
-        self.first_us = None
+        self._init_entity()
         self.started_us = None
         self.assigned_us = None
         self.closed_us = None
