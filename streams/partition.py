@@ -3,7 +3,16 @@
 ``KeyedPartition`` serves the order-keyed input topics (shop.orders,
 shop.shipments, shop.refunds are co-partitioned, so partition p of each holds
 the same orders) or the session-keyed chats, plus the tick topic;
-``ShopPartition`` serves one partition of the contributions topic.
+``ShopPartition`` serves one partition of the contributions topic. Both take
+their steps through the loop replay's engine takes (streams/steps.py: apply an
+event, fire the due timers, want the state's timers again); what differs is what
+they do with a step's effects (an outbox and outputs, not a list).
+
+Contributions travel as absolute items. In replay an entity's step hands its
+shop the deltas (``Contribution``, streams/effects.py) in the same process. Over
+Kafka a delta is not idempotent, so an entity sends its shop its whole items
+with a version (an entity update) and the shop side turns a newer version into
+the same ``Contribution`` deltas (``diff_items``) for ``ShopLogic.on_contribs``.
 
 Event-time merge. Replay applies events in file order and fires every timer
 due strictly before the next event. A Kafka partition sees several topics at
@@ -51,6 +60,7 @@ from shopwatch.schemas.events import parse_ts_us
 from .clock import EVENT, clock_of, day_start_us
 from .effects import Effects, diff_items
 from .retention import RETIRE, Calendar, Retention
+from .steps import Steps
 from .timers import TimerHeap
 
 REC = "rec/"  # table key prefix of the shop side's entity records
@@ -257,7 +267,7 @@ def _pend_key(o) -> str:
     return f"{PEND}{o[0]}.{o[1]}"
 
 
-class KeyedPartition:
+class KeyedPartition(Steps):
     """``kind`` names the entities ("orders", "chats") in the ids sent to shops;
     ``committed(source)`` is the committed offset of ``source`` on this partition
     (None before the first commit); ``docs`` is the table (key -> document) the
@@ -291,6 +301,10 @@ class KeyedPartition:
         self.kind = kind
         self.committed = committed or _never_committed
         self.states = DocStates(docs, logic.new_state) if docs is not None else {}
+        # the step loop's tables (streams/steps.py): one group, "k", of this partition's keys
+        self._group_logic, self._group_states = {"k": logic}, {"k": self.states}
+        self._stepped = {"k": self._key_stepped}
+        self._out = Outputs()  # the outputs of the step in progress (_begin)
         self.pending: dict = {}  # key -> list of [source, offset, event] still queued
         self.outbox: dict = {}  # key -> [[source, offset, "a", alert] | [source, offset, "u", update]]
         self.merger = Merger(self.sources)
@@ -422,7 +436,7 @@ class KeyedPartition:
             return out  # applied before; what it produced is in the outbox until committed
         if not self.clock.merges or len(self.sources) == 1:
             # nothing to merge: one source is already in order
-            self._apply(key, ev, out)
+            self._apply(key, ev)
         else:
             plist = self.pending.setdefault(key, [])
             if any(r[2]["event_id"] == ev["event_id"] for r in plist):
@@ -430,7 +444,7 @@ class KeyedPartition:
             plist.append([source, offset, ev])
             self._touched[key] = None
             self.merger.push(source, ev["ts_us"], (offset, ev))
-            self._merge(out, idle, flush=False)
+            self._merge(idle, flush=False)
         return self._finish(out)
 
     def on_tick(self, source: str, offset: int, now_us: int | None, flush: bool = False,
@@ -441,9 +455,9 @@ class KeyedPartition:
         and timers due strictly before it fire."""
         out = self._begin(source, offset)
         if self.clock.merges:
-            self._merge(out, idle, flush=flush)
+            self._merge(idle, flush=flush)
         if now_us is not None:
-            self._fire(now_us, self.clock.ticks_inclusive, out)
+            self._fire(now_us, self.clock.ticks_inclusive)
         self._prune_outbox()
         return self._finish(out)
 
@@ -451,7 +465,8 @@ class KeyedPartition:
     def _begin(self, source: str, offset: int) -> Outputs:
         self._cause = (source, offset)
         self._touched = {}
-        return Outputs()
+        self._out = Outputs()
+        return self._out
 
     def _finish(self, out: Outputs) -> Outputs:
         self.dirty.update(self._touched)
@@ -486,7 +501,7 @@ class KeyedPartition:
         if isinstance(self.states, DocStates):
             self.states.trim()
 
-    def _merge(self, out: Outputs, idle: frozenset, flush: bool) -> None:
+    def _merge(self, idle: frozenset, flush: bool) -> None:
         for _src, (_off, ev) in self.merger.pop_ready(idle, flush):
             key = self.key_of(ev)
             plist = self.pending.get(key)
@@ -495,41 +510,33 @@ class KeyedPartition:
                 if not plist:
                     del self.pending[key]
                 self._touched[key] = None
-            self._apply(key, ev, out)
+            self._apply(key, ev)
 
-    def _apply(self, key, ev: dict, out: Outputs) -> None:
+    def _apply(self, key, ev: dict) -> None:
         ts = ev["ts_us"]
         if self.clock.events_advance:
-            self._fire(ts, False, out)
+            self.fire(ts, False)
             if self.watermark is None or ts > self.watermark:
                 self.watermark = ts
-        st = self.states.get(key)
-        if st is None:
-            st = self.logic.new_state(key)
-            st.ver = incarnation_base(ts)
-            self.states[key] = st
-            self._gone_boxes.discard(key)
-        self.logic.on_event(st, ev, self.fx)
-        wanted = self.logic.timers(st)
-        self.timers.want("k", key, wanted)
-        self._file(key, st, wanted)
-        self._collect(key, st, out)
+        self.step("k", key, ev)
 
-    def _fire(self, limit_us: int, inclusive: bool, out: Outputs) -> None:
-        for g, key, name, due in self.timers.pop_due(limit_us, inclusive):
-            if g == RETIRE:
-                self._sweep(key, out)
-                continue
-            st = self.states.get(key)
-            if st is None:
-                continue
-            self.logic.on_timer(st, name, due, self.fx)
-            wanted = self.logic.timers(st)
-            self.timers.want("k", key, wanted)
-            self._file(key, st, wanted)
-            self._collect(key, st, out)
+    def _fire(self, limit_us: int, inclusive: bool) -> None:
+        self.fire(limit_us, inclusive)
         if self.clock.events_advance and inclusive and (self.watermark is None or limit_us > self.watermark):
             self.watermark = limit_us
+
+    # the step loop's hooks (streams/steps.py)
+    def _new_state(self, group: str, key, ev: dict):
+        st = self.logic.new_state(key)
+        st.ver = incarnation_base(ev["ts_us"])
+        self._gone_boxes.discard(key)
+        return st
+
+    def _key_stepped(self, key, st) -> None:
+        wanted = self.logic.timers(st)
+        self.timers.want("k", key, wanted, exact=True)
+        self._file(key, st, wanted)
+        self._collect(key, st, self._out)
 
     # ------------------------------------------------------------ retention
     def _file(self, key, st, wanted) -> None:
@@ -537,7 +544,7 @@ class KeyedPartition:
         if d is not None and self.calendar.file(key, d):
             self.timers.want(RETIRE, d, {RETIRE: day_start_us(d)})
 
-    def _sweep(self, day: int, out: Outputs) -> None:
+    def _sweep(self, day: int) -> None:
         """The midnight beginning ``day`` (the engine's rule): retire the keys filed there whose
         day did not move. The state goes (its document is written without it, or deleted once
         no queued record or uncommitted output is left) and its shop is told, so that its entity
@@ -560,7 +567,7 @@ class KeyedPartition:
                 notice = {"shop": f"{st.platform}:{st.shop_id}", "e": f"{self.kind}/{key}", "v": st.ver,
                           "at": day_start_us(day), "items": [], "x": 1}
                 src, off = self._cause
-                out.updates.append(notice)
+                self._out.updates.append(notice)
                 self._box(key).append([src, off, "u", notice])
                 self._gone_boxes.add(key)
 
@@ -609,7 +616,7 @@ class KeyedPartition:
                 "items": [[k, *v] for k, v in st.items.items()]}
 
 
-class ShopPartition:
+class ShopPartition(Steps):
     """The shop side of one partition of the contributions topic.
 
     Entity updates come from every order and chat partition ("streams"), each
@@ -636,6 +643,10 @@ class ShopPartition:
         self.fx = Effects()
         self.watermark: int | None = None
         self.merger = Merger(streams)
+        # the step loop's tables (streams/steps.py): one group, "s", of this partition's shops
+        self._group_logic, self._group_states = {"s": logic}, {"s": self.states}
+        self._stepped = {"s": self._shop_stepped}
+        self._out = Outputs()  # the outputs of the step in progress (_begin)
         # changed since the last drain(): entity records, queued updates written and
         # released (keyed by their document key), shop documents
         self._w_recs: dict = {}
@@ -707,7 +718,7 @@ class ShopPartition:
         the message at ``offset``."""
         out = self._begin(offset)
         if not self.clock.merges:
-            self._apply(u, out)
+            self._apply(u)
             self._dirty |= out.changed
             return self._finish(out)
         if u.get("x"):  # an entity retired: for the version its record holds once the queue before it is applied
@@ -718,7 +729,7 @@ class ShopPartition:
         u = {**u, "o": [offset, index]}
         self._queue(u)
         self._w_pend[_pend_key(u["o"])] = {"p": self.partition, "u": u}
-        self._release(out, idle, False)
+        self._release(idle, False)
         self._dirty |= out.changed
         return self._finish(out)
 
@@ -755,9 +766,9 @@ class ShopPartition:
         before ``now_us`` (at or before, if ``inclusive``)."""
         out = self._begin(offset)
         if self.clock.merges:
-            self._release(out, idle, flush)
+            self._release(idle, flush)
         if now_us is not None:
-            self._fire(now_us, inclusive, out)
+            self.fire(now_us, inclusive)
             if self.watermark is None or now_us > self.watermark:
                 self.watermark = now_us
         out.snapshots.extend(self.fx.snapshots)
@@ -777,7 +788,8 @@ class ShopPartition:
         self._offset = offset
         self._repaired = {}
         self._touched = {}
-        return Outputs()
+        self._out = Outputs()
+        return self._out
 
     def _queue(self, u: dict) -> None:
         self.queued.add(_qid(u))
@@ -836,13 +848,13 @@ class ShopPartition:
         v, items = doc["r"][:2]
         return v, {it[0]: tuple(it[1:]) for it in items}
 
-    def _release(self, out: Outputs, idle: frozenset, flush: bool) -> None:
+    def _release(self, idle: frozenset, flush: bool) -> None:
         for _stream, u in self.merger.pop_ready(idle, flush):
             self.queued.discard(_qid(u))
             self._w_del[_pend_key(u["o"])] = None
-            self._apply(u, out)
+            self._apply(u)
 
-    def _apply(self, u: dict, out: Outputs) -> None:
+    def _apply(self, u: dict) -> None:
         key = u["shop"]
         v, items = self._record(u["e"])
         if u.get("x"):
@@ -865,7 +877,7 @@ class ShopPartition:
             st = self.states[key] = self.logic.new_state(key)
         at = u["at"]
         if self.clock.events_advance:
-            self._fire(at, False, out)
+            self.fire(at, False)
             if self.watermark is None or at > self.watermark:
                 self.watermark = at
         new = {it[0]: tuple(it[1:]) for it in u["items"]}
@@ -875,21 +887,14 @@ class ShopPartition:
         g = self.gen[key] = self.gen.get(key, 0) + 1
         # the previous version (what the shop document on the changelog counted) is added by drain()
         self._w_recs[u["e"]] = {"p": self.partition, "shop": key, "r": [u["v"], u["items"], g]}
+        self._shop_stepped(key, st)
+
+    def _shop_stepped(self, key, st) -> None:
+        """After a shop's step (its contributions applied, or a timer fired): the step loop's hook."""
         self.timers.want("s", key, self.logic.timers(st))
         self._touched[key] = None
-        out.changed.add(key)
-        self._collect(key, out)
-
-    def _fire(self, limit_us: int, inclusive: bool, out: Outputs) -> None:
-        for _g, key, name, due in self.timers.pop_due(limit_us, inclusive):
-            st = self.states.get(key)
-            if st is None:
-                continue
-            self.logic.on_timer(st, name, due, self.fx)
-            self.timers.want("s", key, self.logic.timers(st))
-            self._touched[key] = None
-            out.changed.add(key)
-            self._collect(key, out)
+        self._out.changed.add(key)
+        self._collect(key, self._out)
 
     def _collect(self, key, out: Outputs) -> None:
         if self.fx.alerts:

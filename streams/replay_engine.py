@@ -13,7 +13,7 @@ The Kafka shell runs the same logic objects split by key across partitions;
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heappush
 
 from .clock import EventClock, day_start_us
 from .effects import Effects
@@ -22,25 +22,18 @@ from .retention import RETIRE, Calendar, Retention
 from .rules import DEFAULT_RULES, Rules
 from .sessions import SessionLogic
 from .shop import ShopLogic
+from .steps import Steps
 from .timers import TimerHeap
 
 ORDER, SESSION, SHOP = "order", "session", "shop"
 
 
 
-def _apply(states: dict, logic, key: str, ev: dict, fx):
-    """Apply event ``ev`` to the state of entity ``key`` (a new one when there is none yet)."""
-    st = states.get(key)
-    if st is None:
-        st = states[key] = logic.new_state(key)
-    logic.on_event(st, ev, fx)
-    return st
-
 def group_of(ev: dict) -> str:
     return SESSION if ev["type"][:5] == "chat." else ORDER
 
 
-class Engine:
+class Engine(Steps):
     """Hot path notes (the outputs are those of the plain loop: apply, want
     ``timers(state)``, drain; these only skip work that would change nothing):
 
@@ -53,7 +46,7 @@ class Engine:
     - Session logic has no timers; a shop's timers depend only on
       ``ShopLogic.timer_key`` (its half-day of local time, open caps, level), so
       they are wanted again only when that key changed since they last were.
-    - The heap is only popped here (``advance``), never through ``pop_due``.
+    - The heap is only popped by the shared loop (streams/steps.py), never through ``pop_due``.
 
     Retention (streams/retention.py): after each step an order or session is filed in
     ``calendar`` under its retirement day, and one heap entry per day (group ``RETIRE``, key the
@@ -81,6 +74,9 @@ class Engine:
         self._orders, self._order_logic = self.states[ORDER], self.logic[ORDER]
         self._sessions, self._session_logic = self.states[SESSION], self.logic[SESSION]
         self._order_sched = self.timers.scheduled.setdefault(ORDER, {})
+        # the step loop's tables (streams/steps.py)
+        self._group_logic, self._group_states = self.logic, self.states
+        self._stepped = {ORDER: self._order_stepped, SESSION: self._session_stepped, SHOP: self._shop_stepped}
 
     # -------------------------------------------------------------- driving
     def process(self, ev: dict) -> None:
@@ -88,68 +84,59 @@ class Engine:
         ts = ev["ts_us"]
         heap = self.timers.heap
         if heap and heap[0][0] < ts:
-            self.advance(ts, inclusive=False)
+            self.fire(ts, inclusive=False)
         clock = self.clock
         now = clock.now_us
         if now is None or ts > now:
             clock.now_us = ts
-        fx = self.fx
         if ev["type"][:5] == "chat.":
-            key = ev["session_id"]
-            logic = self._session_logic
-            st = _apply(self._sessions, logic, key, ev, fx)
-            if logic.has_timers:
-                self.timers.want(SESSION, key, logic.timers(st))
-            self._file(SESSION, key, st, None)
+            self.step(SESSION, ev["session_id"], ev)
         else:
-            key = ev["order_id"]
-            logic = self._order_logic
-            st = _apply(self._orders, logic, key, ev, fx)
-            wanted = logic.timers(st)
-            per = self._order_sched.get(key)
-            if wanted:  # self.timers.want(ORDER, key, wanted), inline
-                if per is None:
-                    per = self._order_sched[key] = {}
-                for name, due in wanted.items():
-                    if per.get(name) != due:
-                        per[name] = due
-                        heappush(heap, (due, f"{name}:{key}", ORDER, key, name))
-                if len(per) > len(wanted):  # timers no longer wanted: their entries are stale now
-                    for name in list(per):
-                        if name not in wanted:
-                            del per[name]
-            elif per is not None:
-                del self._order_sched[key]
-            self._file(ORDER, key, st, wanted)
+            self.step(ORDER, ev["order_id"], ev)
+
+    def advance(self, limit_us: int, inclusive: bool) -> None:
+        self.fire(limit_us, inclusive)
+
+    # the step loop's hooks (streams/steps.py)
+    def _new_state(self, group: str, key, ev: dict):
+        return self.logic[group].new_state(key)
+
+    def _order_stepped(self, key, st) -> None:
+        wanted = self._order_logic.timers(st)
+        per = self._order_sched.get(key)
+        if wanted:  # self.timers.want(ORDER, key, wanted, exact=True), inline
+            if per is None:
+                per = self._order_sched[key] = {}
+            for name, due in wanted.items():
+                if per.get(name) != due:
+                    per[name] = due
+                    heappush(self.timers.heap, (due, f"{name}:{key}", ORDER, key, name))
+            if len(per) > len(wanted):  # timers no longer wanted: their entries are stale now
+                for name in list(per):
+                    if name not in wanted:
+                        del per[name]
+        elif per is not None:
+            del self._order_sched[key]
+        self._file(ORDER, key, st, wanted)
+        fx = self.fx
         if fx.contribs or fx.alerts or fx.snapshots:
             self._drain(fx)
 
-    def advance(self, limit_us: int, inclusive: bool) -> None:
+    def _session_stepped(self, key, st) -> None:
+        logic = self._session_logic
+        if logic.has_timers:
+            self.timers.want(SESSION, key, logic.timers(st))
+        self._file(SESSION, key, st, None)
         fx = self.fx
-        timers = self.timers
-        heap = timers.heap
-        take = timers.take
-        states = self.states
-        while heap and (heap[0][0] < limit_us or (inclusive and heap[0][0] == limit_us)):
-            due, _tie, group, key, name = heappop(heap)
-            if not take(group, key, name, due):
-                continue  # stale (see the class notes): on_timer would do nothing
-            if group == RETIRE:
-                self._sweep(key)
-                continue
-            st = states[group].get(key)
-            if st is None:
-                continue
-            logic = self.logic[group]
-            logic.on_timer(st, name, due, fx)
-            wanted = logic.timers(st)
-            timers.want(group, key, wanted)
-            if group == SHOP:
-                self._shop_tkeys.pop(key, None)
-            else:
-                self._file(group, key, st, wanted)
-            if fx.contribs or fx.alerts or fx.snapshots:
-                self._drain(fx)
+        if fx.contribs or fx.alerts or fx.snapshots:
+            self._drain(fx)
+
+    def _shop_stepped(self, key, st) -> None:  # a shop timer fired
+        self.timers.want(SHOP, key, self.logic[SHOP].timers(st))
+        self._shop_tkeys.pop(key, None)
+        fx = self.fx
+        if fx.contribs or fx.alerts or fx.snapshots:
+            self._drain(fx)
 
     # ------------------------------------------------------------ retention
     def _file(self, group: str, key, st, wanted) -> None:

@@ -28,10 +28,15 @@ class TimerHeap:
         self.heap: list[tuple] = []
         self.scheduled: dict[str, dict] = {}
 
-    def want(self, group: str, key, wanted: dict[str, int]) -> None:
-        if not wanted:
-            return
+    def want(self, group: str, key, wanted: dict[str, int], exact: bool = False) -> None:
+        """Schedule each of ``wanted`` (name -> due) not scheduled at that time yet. ``exact``:
+        ``wanted`` is every timer the key wants, so the others scheduled for it are no longer
+        wanted: their entries become stale and are skipped when popped."""
         sg = self.scheduled.get(group)
+        if not wanted:
+            if exact and sg is not None:
+                sg.pop(key, None)
+            return
         if sg is None:
             sg = self.scheduled[group] = {}
         per = sg.get(key)
@@ -41,6 +46,9 @@ class TimerHeap:
             if per.get(name) != due:
                 per[name] = due
                 heappush(self.heap, (due, f"{name}:{key}", group, key, name))
+        if exact and len(per) > len(wanted):
+            for name in [n for n in per if n not in wanted]:
+                del per[name]
 
     def take(self, group: str, key, name: str, due: int) -> bool:
         """A popped entry: whether it was the scheduled one (then no longer scheduled)."""

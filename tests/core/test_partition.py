@@ -75,3 +75,27 @@ def test_a_record_behind_the_partitions_clock_is_late_unless_applied_before():
     assert kp.is_late(validate(sh.paid("o-2", t0 + HOUR)))  # a new record behind the clock
     assert not kp.is_late(paid)  # a copy of one applied before changes nothing: not late
     assert not kp.is_late(validate(sh.paid("o-3", t0 + 3 * HOUR)))
+
+
+def test_a_deadline_no_longer_wanted_fires_nothing_and_writes_nothing():
+    """The shared step loop (streams/steps.py) skips stale timer entries, in partitions as in
+    replay: a shipped order's ship warning passing changes no document."""
+    from core_helpers import HOUR, Shop, local
+
+    from shopwatch.schemas.events import validate
+    from shopwatch.streams.clock import EVENT
+    from shopwatch.streams.orders import OrderLogic
+    from shopwatch.streams.partition import KeyedPartition
+
+    sh, t0 = Shop("douyin", "s-1"), local(2026, 10, 1, 10)
+    logic = OrderLogic(Rules())
+    kp = KeyedPartition(logic, 0, ["shop.orders"], EVENT, key_of=lambda ev: ev["order_id"], kind="orders",
+                        committed=lambda src: None)
+    kp.on_record("shop.orders", 0, validate(sh.paid("o-1", t0)))
+    warning_due = logic.timers(kp.states["o-1"])["ship_warning"]
+    kp.on_record("shop.orders", 1, validate(sh.shipped("o-1", t0 + HOUR)))
+    assert "ship_warning" not in logic.timers(kp.states["o-1"])
+    assert [k for k, _doc in kp.drain()] == ["o-1"]
+    out = kp.on_tick("shop.ticks", 0, warning_due + 1)
+    assert not out.alerts and not out.updates
+    assert kp.drain() == []
