@@ -90,9 +90,9 @@ def _records(lines: list[bytes], prefix: str) -> list[tuple[str, bytes | None, b
     return out
 
 
-async def _produce(bootstrap, records) -> list:
+async def _produce(bootstrap, records, **producer_conf) -> list:
     """Produce ``records`` (topic, key, value) and wait for every one; their metadata."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, **producer_conf)
     await producer.start()
     try:
         futs = [await producer.send(t, key=k, value=v) for t, k, v in records]

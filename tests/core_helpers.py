@@ -8,6 +8,7 @@ RFC 3339 string an event carries.
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from shopwatch.streams.replay_engine import Engine
 
 __all__ = ["DAY", "HOUR", "MINUTE", "SEC", "Shop", "alert_change", "alert_rows", "by_id", "ind", "iso", "local", "run",
            "snap",
-           "streams", "until_of"]
+           "streams", "until_of", "local_midnight", "assert_summaries", "CJK"]
 
 SEC, MINUTE, HOUR, DAY = US, MINUTE_US, HOUR_US, DAY_US
 CST = timezone(timedelta(hours=8))
@@ -218,3 +219,22 @@ def streams(draw):
 def until_of(evs) -> int:
     """Late enough for every timer of the stream to have fired."""
     return max(validate(dict(e))["ts_us"] for e in evs) + 30 * DAY
+
+
+# ------------------------------------------------------- small readers shared by the rule tests
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def local_midnight(d) -> int:
+    """Local 00:00:00 of the date ``d``."""
+    return local(d.year, d.month, d.day)
+
+
+def assert_summaries(eng, ids=("order_id",)) -> None:
+    """Every alert carries a Chinese summary; a firing one names its ``ids`` (those it has)."""
+    for a in eng.alerts:
+        assert isinstance(a["summary"], str) and a["summary"].strip() and CJK.search(a["summary"]), a
+        if a["status"] == "firing":
+            for k in ids:
+                if a.get(k):
+                    assert a[k] in a["summary"], a

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from broker_helpers import (
     UNTIL,
     P,
@@ -26,6 +25,7 @@ from broker_helpers import (
     _compare,
     _final_scores,
     _http,
+    _produce,
     _read,
     _read_dlq,
     _records,
@@ -75,17 +75,6 @@ def hostile(prefix: str, *, shop: str, platform: str, recent: str) -> list[tuple
     ]
 
 
-async def _produce_meta(bootstrap, records):
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                max_request_size=1_048_000)
-    await producer.start()
-    try:
-        futs = [await producer.send(t, key=k, value=v) for t, k, v in records]
-        return list(await asyncio.gather(*futs))
-    finally:
-        await producer.stop()
-
-
 def _dead_letters(bootstrap, prefix, bad, metas):
     """shop.dlq has each bad record (topic, partition, offset) once, with its reason."""
     want = {(m.topic, m.partition, m.offset): reason for (_t, _k, _v, reason), m in zip(bad, metas, strict=True)}
@@ -120,7 +109,7 @@ def test_event_clock_hostile_records_change_nothing(kafka_bootstrap, shopwatch_e
     w = Worker(envs[0], tmp_path / "w.log")
     try:
         w.wait_ready()
-        metas = asyncio.run(_produce_meta(kafka_bootstrap, records))
+        metas = asyncio.run(_produce(kafka_bootstrap, records, max_request_size=1_048_000))
         _wait_consumed([w], len(records))
         _wait_drained(envs[0], topic_prefix)
         _tick(envs[0])
@@ -158,7 +147,7 @@ def test_wall_clock_hostile_records_change_nothing(kafka_bootstrap, shopwatch_en
         bad = hostile(topic_prefix, shop=shop, platform=platform, recent=_ts(now - 600))
         records = [bad[0][:3], *_records(good_lines[:1], topic_prefix), *(b[:3] for b in bad[1:]),
                    *_records(good_lines[1:], topic_prefix)]
-        metas = asyncio.run(_produce_meta(kafka_bootstrap, records))
+        metas = asyncio.run(_produce(kafka_bootstrap, records, max_request_size=1_048_000))
         bad_metas = [metas[0], *metas[2:2 + len(bad) - 1]]
         _dead_letters(kafka_bootstrap, topic_prefix, bad, bad_metas)
 

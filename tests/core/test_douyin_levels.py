@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from core_helpers import DAY, HOUR, SEC, Shop, alert_rows, by_id, iso, local, run, snap
+from core_helpers import DAY, HOUR, SEC, Shop, alert_rows, by_id, iso, local, local_midnight, run, snap
 
 from shopwatch.streams.rules import DEFAULTS, Rules
 
@@ -15,8 +15,7 @@ DATE0 = date(2026, 10, 1)
 
 def midnight(n: int) -> int:
     """Local 00:00:00 of date(D0) + n."""
-    d = DATE0 + timedelta(days=n)
-    return local(d.year, d.month, d.day)
+    return local_midnight(DATE0 + timedelta(days=n))
 
 
 def dstr(n: int) -> str:

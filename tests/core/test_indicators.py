@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from core_helpers import DAY, HOUR, MINUTE, SEC, Shop, ind, local, run, snap
+from core_helpers import DAY, HOUR, MINUTE, SEC, Shop, ind, local, local_midnight, run, snap
 
 from shopwatch.schemas.events import validate
 from shopwatch.streams.replay_engine import Engine
@@ -19,8 +19,7 @@ TODAY = date(2026, 10, 1)
 
 def midnight(n: int) -> int:
     """Local 00:00:00 of date(T) - n."""
-    d = TODAY - timedelta(days=n)
-    return local(d.year, d.month, d.day)
+    return local_midnight(TODAY - timedelta(days=n))
 
 
 def delivered(sh, oid, paid_at, signed_at=None, **paid):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from core_helpers import DAY, HOUR, SEC, Shop, alert_rows, by_id, iso, local, run
+from core_helpers import DAY, HOUR, SEC, Shop, alert_rows, assert_summaries, by_id, iso, local, run
 
 T0 = local(2026, 10, 1, 10)
 LST = T0 + 48 * HOUR  # default latest ship time of a domestic order paid at T0
-CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def F(alert_id, at):
@@ -18,14 +15,6 @@ def F(alert_id, at):
 
 def R(alert_id, at):
     return (alert_id, "resolved", iso(at))
-
-
-def assert_summaries(eng):
-    for a in eng.alerts:
-        assert isinstance(a["summary"], str) and a["summary"].strip(), a
-        assert CJK.search(a["summary"]), a
-        if a["status"] == "firing" and a.get("order_id"):
-            assert a["order_id"] in a["summary"], a
 
 
 # ---------------------------------------------------------------- ship_warning / ship_overdue
