@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shopwatch.agents import replay, tick, watch
+from shopwatch.agents import replay, tick, watch, worker
 from shopwatch.agents.simulator import cli as simulate
 
 
@@ -14,14 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     replay.add_arguments(sub.add_parser("replay", help="run the rules over a JSONL file on an event-time clock"))
     simulate.add_arguments(sub.add_parser("simulate", help="generate realistic event streams"))
-    try:
-        from shopwatch.agents import worker
-    except ImportError as exc:  # pragma: no cover - only while the worker is being built
-        if "worker" not in str(exc):
-            raise
-        worker = None
-    if worker is not None:
-        worker.add_arguments(sub.add_parser("worker", help="run a Faust worker on Kafka"))
+    worker.add_arguments(sub.add_parser("worker", help="run a Faust worker on Kafka"))
     tick.add_arguments(sub.add_parser("tick", help="move the event-time clock of the running workers"))
     watch.add_arguments(sub.add_parser("watch", help="follow alerts and a live per-shop scoreboard"))
     args = parser.parse_args(argv)

@@ -30,19 +30,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from prometheus_client import Gauge
 
+from shopwatch.agents.metrics import OLDEST_OWED, QUEUE_DEPTH, SINK_REJECTED
 from shopwatch.streams.outbox import AlertBook, SinkPlan, next_time_of_day, parse_quiet_hours
 from shopwatch.streams.summary import build_summary
 
 log = logging.getLogger("shopwatch.delivery")
 
-QUEUE_DEPTH = Gauge("shopwatch_sink_queue_depth", "Alert changes a sink still owes (this worker's partitions)",
-                    ["sink"])
-OLDEST_OWED = Gauge("shopwatch_sink_oldest_undelivered_seconds",
-                    "Age of the oldest alert change a sink still owes (0 when none)", ["sink"])
-SINK_REJECTED = Gauge("shopwatch_sink_misconfigured",
-                      "1 while a sink's posts are rejected as configured (bad token, signature, keyword)", ["sink"])
 LOOK_AGAIN_S = 15.0  # refresh the gauges at least this often
 
 

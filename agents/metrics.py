@@ -88,6 +88,14 @@ LATENCY = Histogram("shopwatch_event_alert_latency_seconds",
                     ["cause"], buckets=LATENCY_BUCKETS)
 _LATENCY_OF = {cause: LATENCY.labels(cause) for cause in ("record", "tick")}
 
+# Set by the delivery loop (agents/delivery.py), per chat sink.
+QUEUE_DEPTH = Gauge("shopwatch_sink_queue_depth", "Alert changes a sink still owes (this worker's partitions)",
+                    ["sink"])
+OLDEST_OWED = Gauge("shopwatch_sink_oldest_undelivered_seconds",
+                    "Age of the oldest alert change a sink still owes (0 when none)", ["sink"])
+SINK_REJECTED = Gauge("shopwatch_sink_misconfigured",
+                      "1 while a sink's posts are rejected as configured (bad token, signature, keyword)", ["sink"])
+
 # Read at scrape time by TopologyCollector: not registered themselves, refilled on every collect().
 _ScrapedGauge = partial(Gauge, registry=None)
 
