@@ -46,7 +46,7 @@ def test_refund_response_warning_and_overdue_fire_and_resolve():
     assert (o["severity"], o["due_at"]) == ("critical", iso(REQ + 48 * HOUR))
     resolved = [a for a in eng.alerts if a["status"] == "resolved"]
     assert all(a["refund_id"] == "r-1" for a in resolved)
-    assert_summaries(eng, ids=("order_id", "refund_id"))
+    assert_summaries(eng, ids=("order_id", "refund_id"), required=True)
 
 
 @pytest.mark.parametrize("step", ["approved", "rejected", "intervened", "completed", "closed"])
@@ -117,7 +117,7 @@ def test_return_receipt_warning_overdue_resolved(end):
     w = by_id(eng, "return_receipt_warning:xiaohongshu:r-1")
     assert (w["severity"], w["due_at"]) == ("warning", iso(rs + 6 * DAY))
     assert by_id(eng, "return_receipt_overdue:xiaohongshu:r-1")["severity"] == "critical"
-    assert_summaries(eng, ids=("order_id", "refund_id"))
+    assert_summaries(eng, ids=("order_id", "refund_id"), required=True)
 
 
 def test_return_received_in_time_no_receipt_alert():
@@ -141,7 +141,7 @@ def test_cod_proof_overdue(end):
                                                      R("cod_proof_overdue:jd:r-1", at)]
     a = by_id(eng, "cod_proof_overdue:jd:r-1")
     assert (a["severity"], a["due_at"], a["refund_id"]) == ("critical", iso(rcv + 48 * HOUR), "r-1")
-    assert_summaries(eng, ids=("order_id", "refund_id"))
+    assert_summaries(eng, ids=("order_id", "refund_id"), required=True)
 
 
 def test_cod_proof_in_time_or_non_cod_no_alert():
@@ -185,7 +185,7 @@ def test_fresh_claim_payouts(amount, ratio, due, extra):
     d = a["details"]
     assert (d["amount_fen"], d["refund_due_fen"], d["extra_payout_fen"]) == (amount, due, extra)
     assert d["damage_ratio"] == ratio
-    assert_summaries(eng, ids=("order_id", "refund_id"))
+    assert_summaries(eng, ids=("order_id", "refund_id"), required=True)
 
 
 def test_fresh_claim_uses_the_order_amount():
@@ -224,7 +224,7 @@ def test_fresh_claim_rejected_and_both_resolve_at_the_end():
     assert a["severity"] == "critical"
     assert (a["details"]["refund_due_fen"], a["details"]["extra_payout_fen"]) == (10_000, 10_000)
     assert "100.00" in a["summary"]
-    assert_summaries(eng, ids=("order_id", "refund_id"))
+    assert_summaries(eng, ids=("order_id", "refund_id"), required=True)
 
 
 def test_fresh_claim_ended_without_rejection():
