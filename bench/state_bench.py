@@ -65,11 +65,9 @@ import dataclasses
 import gc
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,10 +80,26 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
+from _common import (  # bench/ is on sys.path when a bench runs
+    BenchError,
+    Proc,
+    begin,
+    cpu_s,
+    create_topics,
+    delete_topics,
+    free_port,
+    loadavg,
+    machine,
+    not_loopback,
+    rss_bytes,
+    say,
+    set_label,
+    stop_all,
+)
 
+set_label("state-bench")
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
-T0 = time.monotonic()
 DAY_US = 86_400_000_000
 ORDER_SOURCES = ("shop.orders", "shop.shipments", "shop.refunds")
 TICKS = "shop.ticks"
@@ -95,66 +109,11 @@ JSON_OPT = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 OPEN, FINISHED, RETIRED = "open", "finished, not retired", "retired"
 
 
-class BenchError(RuntimeError):
-    """One measurement could not be made (the others go on)."""
-
-
-def say(msg: str) -> None:
-    print(f"[state-bench {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
 def encode(doc) -> bytes:
     return orjson.dumps(doc, option=JSON_OPT)
 
 
 # ---------------------------------------------------------------- machine
-
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except AttributeError:
-        ncpu = os.cpu_count()
-    from importlib.metadata import version
-
-    vers = []
-    for dist in ("faust-streaming", "aiokafka", "rocksdict", "orjson"):
-        with contextlib.suppress(Exception):
-            vers.append(f"{dist} {version(dist)}")
-    return (f"machine: nproc {ncpu}, {model}, RAM {mem}; Linux {platform.release()}, "
-            f"Python {platform.python_version()}, {', '.join(vers)}")
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def dir_bytes(path: Path) -> int:
@@ -651,95 +610,6 @@ def rules_of(args):
 
 # ------------------------------------------------------------ 2. restore
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A subprocess with its output in a log file; stopped with SIGTERM, then SIGKILL."""
-
-    running: list[Proc] = []
-
-    def __init__(self, name: str, cmd: list[str], env: dict, log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.t_spawn = time.time()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=log_path.parent)
-        self.pid = self.proc.pid
-        Proc.running.append(self)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, n: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} (pid {self.pid}) still up {timeout:.0f}s after SIGTERM: SIGKILL")
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        if self in Proc.running:
-            Proc.running.remove(self)
-        return self.proc.returncode
-
-
-def stop_all() -> None:
-    for p in list(Proc.running):
-        try:
-            p.stop(timeout=20)
-        except Exception as exc:  # cleanup goes on
-            say(f"could not stop {p.name}: {exc!r}")
-
-
-async def _admin(bootstrap: str):
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=60_000)
-    await admin.start()
-    return admin
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int, config: dict) -> None:
-    from aiokafka.admin import NewTopic
-
-    admin = await _admin(bootstrap)
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            d = await admin.describe_topics([name])
-            if not d[0]["error_code"] and len(d[0]["partitions"]) == partitions:
-                return
-            await asyncio.sleep(0.2)
-        raise BenchError(f"topic {name} not ready")
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
-    """Every topic whose name starts with ``prefix`` (as tests/broker_helpers.py delete_topics)."""
-    admin = await _admin(bootstrap)
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
-
 
 def clone_docs(templates, m: int, partitions: int):
     """``m`` (partition, key bytes, value bytes): the template documents again and again, each
@@ -959,7 +829,7 @@ def restore_part(args, tmp: Path, templates, res: dict, prefix: str) -> None:
     if config is None:
         raise BenchError(f"{changelog} is not among the changelogs the worker creates itself")
     say(f"producing {args.docs:,} order documents to {changelog} ({args.partitions} partitions, {config})")
-    asyncio.run(create_topic(args.bootstrap, changelog, args.partitions, config))
+    asyncio.run(create_topics(args.bootstrap, [changelog], args.partitions, {changelog: config}))
     w0 = time.perf_counter()
     n, nbytes = asyncio.run(produce_docs(args.bootstrap, changelog, clone_docs(templates, args.docs, args.partitions),
                                          args.partitions))
@@ -1143,13 +1013,6 @@ def table(args, res: dict) -> str:
 
 # ---------------------------------------------------------------- main
 
-def loopback(bootstrap: str) -> bool:
-    for hp in bootstrap.split(","):
-        host = hp.strip().rsplit(":", 1)[0].strip("[]")
-        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-            return False
-    return True
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -1178,19 +1041,9 @@ def main() -> int:
     if args.raw_read:
         return raw_read_child(args.bootstrap, args.raw_read)
     steps = set(args.steps.split(","))
-    if "restore" in steps and not loopback(args.bootstrap):
-        print(f"state_bench: {args.bootstrap} is not a loopback address; this bench loads loopback brokers only",
-              file=sys.stderr)
+    if "restore" in steps and not_loopback("state_bench", args.bootstrap):
         return 2
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    begin()
     tmp = Path(tempfile.mkdtemp(prefix="state-bench-"))
     prefix = f"sb-{int(time.time())}-{uuid.uuid4().hex[:8]}."
     res: dict = {"machine": machine(), "load0": loadavg()}

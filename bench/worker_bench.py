@@ -61,11 +61,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -77,187 +74,42 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
+from _common import (  # bench/ is on sys.path when a bench runs
+    BenchError,
+    Proc,
+    begin,
+    cpu_s,
+    create_topics,
+    delete_topics,
+    free_port,
+    list_topics,
+    loadavg,
+    machine,
+    not_loopback,
+    rss_mib,
+    say,
+    set_label,
+    stop_all,
+)
 
 from shopwatch.schemas.events import TOPIC_OF_TYPE, InvalidEvent, decode, key_of
 
+set_label("worker-bench")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 P = 4
 INPUTS = ("shop.orders", "shop.shipments", "shop.refunds", "shop.chats")
 INTERNAL = ("shop.contribs", "shop.ticks", "shop.alerts", "shop.scores", "shop.dlq")
 CST = timezone(timedelta(hours=8))
-T0 = time.monotonic()
-
-
-class BenchError(RuntimeError):
-    """One measurement could not be made (the others go on)."""
-
-
-def say(msg: str) -> None:
-    print(f"[worker-bench {time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- machine
 
-def machine() -> str:
-    model = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        for line in open("/proc/meminfo"):
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    try:
-        ncpu = len(os.sched_getaffinity(0))
-    except AttributeError:
-        ncpu = os.cpu_count()
-    vers = []
-    for mod in ("faust", "aiokafka", "orjson"):
-        try:
-            vers.append(f"{mod} {__import__(mod).__version__}")
-        except Exception:
-            pass
-    return (f"machine: nproc {ncpu}, {model}, RAM {mem}; Linux {platform.release()}, "
-            f"Python {platform.python_version()}, {', '.join(vers)}")
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
 
 # ------------------------------------------------------------ processes
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A subprocess with its output in a log file; stopped with SIGTERM, then SIGKILL."""
-
-    running: list[Proc] = []
-
-    def __init__(self, name: str, cmd: list[str], env: dict, log_path: Path, cwd: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=cwd)
-        self.pid = self.proc.pid
-        Proc.running.append(self)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, n: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def check(self) -> None:
-        if not self.alive():
-            raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} (pid {self.pid}) still up {timeout:.0f}s after SIGTERM: SIGKILL")
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        if self in Proc.running:
-            Proc.running.remove(self)
-        return self.proc.returncode
-
-
-def stop_all() -> None:
-    for p in list(Proc.running):
-        try:
-            p.stop(timeout=20)
-        except Exception as exc:  # cleanup goes on
-            say(f"could not stop {p.name}: {exc!r}")
-
 
 # ---------------------------------------------------------------- Kafka
-
-async def create_topics(bootstrap: str, names: list[str], partitions: int = P, configs: dict | None = None) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1, topic_configs=(configs or {}).get(n, {})) for n in names
-               if n not in existing]
-        if new:
-            await admin.create_topics(new)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            described = await admin.describe_topics(names)
-            if all(not t["error_code"] and len(t["partitions"]) == partitions for t in described):
-                return
-            await asyncio.sleep(0.2)
-        raise BenchError(f"topics not ready: {names}")
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
-
-
-async def list_topics(bootstrap: str) -> list[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return list(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes]]) -> None:
@@ -530,7 +382,7 @@ class Bench:
         per_topic = {t: sum(1 for r in records if r[0] == name) for t, name in self.inputs.items()}
         say(f"input: {self.n} records ({invalid} malformed), {self.orders} orders, last event {max_ts}; "
             + ", ".join(f"{t} {n}" for t, n in per_topic.items()))
-        asyncio.run(create_topics(self.bootstrap, list(self.inputs.values())))
+        asyncio.run(create_topics(self.bootstrap, list(self.inputs.values()), P))
         w0 = time.perf_counter()
         asyncio.run(produce(self.bootstrap, records))
         say(f"produced {self.n} records to {self.base}in.* in {time.perf_counter() - w0:.1f}s")
@@ -542,7 +394,7 @@ class Bench:
         data = self.tmp / f"data-{mode}"
         data.mkdir()
         if mode == "faust-rocks":  # Faust's own creation of a changelog can race its first metadata
-            asyncio.run(create_topics(self.bootstrap, [f"{app_id}-counts-changelog"],
+            asyncio.run(create_topics(self.bootstrap, [f"{app_id}-counts-changelog"], P,
                                       configs={f"{app_id}-counts-changelog": {"cleanup.policy": "compact"}}))
         cmd = [sys.executable, str(HERE / "worker_bench_baselines.py"), mode, "--bootstrap", self.bootstrap,
                "--topics", ",".join(self.inputs.values()), "--partitions", str(P), "--expect", str(self.n),
@@ -922,14 +774,6 @@ class Bench:
         return "\n".join(L)
 
 
-def loopback(bootstrap: str) -> bool:
-    for hp in bootstrap.split(","):
-        host = hp.strip().rsplit(":", 1)[0].strip("[]")
-        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-            return False
-    return True
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--events", type=int, default=60_000, help="input records (default 60000)")
@@ -947,20 +791,9 @@ def main() -> int:
                          "runs at --latency-cap)")
     ap.add_argument("--keep", action="store_true", help="keep the topics and the temporary directory")
     args = ap.parse_args()
-    if not loopback(args.bootstrap):
-        print(f"worker_bench: {args.bootstrap} is not a loopback address; this bench loads loopback brokers only",
-              file=sys.stderr)
+    if not_loopback("worker_bench", args.bootstrap):
         return 2
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    # e.g. NotLeaderForPartition while a topic just created gets its leaders (the client retries)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    begin()
     bench = Bench(args)
     say(f"topics {bench.base}*, temporary files in {bench.tmp}")
     code = 0
