@@ -2,7 +2,7 @@
 
 usage: python bench/worker_bench.py [--events N] [--seed S] [--shops N] [--days D]
            [--bootstrap HOST:PORT] [--latency-seconds S] [--latency-cap R] [--latency-shops N]
-           [--steps a,b,c,w1,w2,latency] [--keep]
+           [--steps a,b,d,c,w1,w2,latency] [--keep]
 
 One run, one broker (loopback only), one input: ``shopwatch simulate`` output
 produced once into four prefixed input topics (4 partitions each, keyed by
@@ -12,6 +12,8 @@ may have 2 cores), each in its own subprocess:
 - ``a`` bare aiokafka consumer + ``orjson.loads`` (``getmany`` loop);
 - ``b`` a no-op Faust app: one agent per input topic, ``orjson.loads`` and a
   dict increment, no table;
+- ``d`` the same Faust app without agents: each topic's channel drained in
+  batches by a task (how much of ``b`` is Faust's per-message ``Stream``);
 - ``c`` the same Faust app with one RocksDB table write per record (a counter
   keyed by the record key);
 - the shopwatch worker on the event clock, 1 worker and then 2 workers (own app
@@ -691,9 +693,10 @@ class Bench:
         head = f"{'':42s} {'records':>8s} {'wall s':>8s} {'events/s':>10s} {'CPU s':>8s} {'events/CPU-s':>13s}"
         L.append(head)
         L.append("-" * len(head))
-        for key in ("a", "b", "c", "w1", "w2"):
+        for key in ("a", "b", "d", "c", "w1", "w2"):
             r = self.rows.get(key)
             label = {"a": "a  bare aiokafka + orjson.loads", "b": "b  Faust no-op agents (loads + dict +=)",
+                     "d": "d  Faust no agent, channel drained (batch)",
                      "c": "c  Faust + RocksDB table write/record",
                      "w1": "shopwatch worker x1 (event clock)", "w2": "shopwatch worker x2 (event clock)"}[key]
             if r is None:
@@ -708,7 +711,7 @@ class Bench:
             if w is None:
                 continue
             parts_cpu, parts_wall = [], []
-            for b in ("a", "b", "c"):
+            for b in ("a", "b", "d", "c"):
                 r = self.rows.get(b)
                 if r is None:
                     continue
@@ -786,7 +789,7 @@ def main() -> int:
     ap.add_argument("--latency-cap", type=float, default=300.0, help="most shipment.exception/s (default 300)")
     ap.add_argument("--latency-shops", type=int, default=20,
                     help="shops the latency orders are spread over (default 20; 0: one shop per order)")
-    ap.add_argument("--steps", default="a,b,c,w1,w2,latency",
+    ap.add_argument("--steps", default="a,b,d,c,w1,w2,latency",
                     help="comma-separated subset of a,b,c,w1,w2,latency (default all; without w1 the latency "
                          "runs at --latency-cap)")
     ap.add_argument("--keep", action="store_true", help="keep the topics and the temporary directory")
@@ -802,6 +805,7 @@ def main() -> int:
         steps = [
             ("a", lambda: bench.baseline("a", "bare aiokafka + orjson.loads", "bare")),
             ("b", lambda: bench.baseline("b", "Faust no-op agents", "faust-noop")),
+            ("d", lambda: bench.baseline("d", "Faust, no agent: channel drained in batches", "faust-drain")),
             ("c", lambda: bench.baseline("c", "Faust + RocksDB table write", "faust-rocks")),
             ("w1", lambda: bench.worker_run("w1", 1)),
             ("w2", lambda: bench.worker_run("w2", 2)),

@@ -1,6 +1,6 @@
 """The baseline consumers of bench/worker_bench.py, one per subprocess.
 
-usage: python bench/worker_bench_baselines.py {bare,faust-noop,faust-rocks} --bootstrap B
+usage: python bench/worker_bench_baselines.py {bare,faust-noop,faust-drain,faust-rocks} --bootstrap B
            --topics T1,T2,... --partitions P --expect N --out RESULT.json
            [--app-id ID] [--data-dir DIR] [--timeout S]
 
@@ -17,7 +17,12 @@ group join, Faust's service tree) is outside the span.
   ``getmany`` loop, ``orjson.loads`` of each value;
 - ``faust-noop``: a Faust app, one agent per topic, ``orjson.loads`` and a
   dict increment per record, no table;
-- ``faust-rocks``: the same plus one write per record to a RocksDB table
+- ``faust-drain``: the same Faust app without agents or streams: each topic's
+  channel is iterated by one task that takes whatever its queue holds at once
+  (a batch below ``Stream``: Faust's consumer, conductor, group membership,
+  acks and commits stay), ``orjson.loads`` and a dict increment per record, then
+  acknowledges each record (``Message.ack``);
+- ``faust-rocks``: the no-op agents plus one write per record to a RocksDB table
   (``app.Table(..., store='rocksdb://')``): a counter keyed by the record key.
 
 The Faust apps stop themselves (SIGTERM to their own process) once they have
@@ -82,7 +87,7 @@ async def bare(args) -> None:
         await c.stop()
 
 
-def faust_app(args, rocks: bool) -> None:
+def faust_app(args, rocks: bool, drain: bool = False) -> None:
     import faust
 
     app = faust.App(
@@ -120,6 +125,32 @@ def faust_app(args, rocks: bool) -> None:
     for i, name in enumerate(args.topics.split(",")):
         topic = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
+        if drain:
+            chan = topic.__aiter__()  # the conductor delivers to it from now on
+
+            def drainer(chan):
+                async def drain_task():  # (a task with no parameter: Faust passes the app to one)
+                    await drain(chan)
+                return drain_task
+
+            async def drain(chan):
+                queue, consumer = chan.queue, app.consumer
+                while True:
+                    batch = [await queue.get()]
+                    while not queue.empty():
+                        batch.append(queue.get_nowait())
+                    for ev in batch:
+                        try:
+                            d = loads(ev.value)
+                        except orjson.JSONDecodeError:
+                            d = None
+                        del d
+                        counts[ev.key] = counts.get(ev.key, 0) + 1
+                        ev.message.ack(consumer)
+                        seen()
+
+            app.task(drainer(chan))
+            continue
         if rocks:
             async def agent(stream):
                 async for ev in stream.events():
@@ -152,7 +183,7 @@ def faust_app(args, rocks: bool) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("bare", "faust-noop", "faust-rocks"))
+    ap.add_argument("mode", choices=("bare", "faust-noop", "faust-drain", "faust-rocks"))
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topics", required=True)
     ap.add_argument("--partitions", type=int, default=4)
@@ -165,7 +196,7 @@ def main() -> int:
     if args.mode == "bare":
         asyncio.run(bare(args))
     else:
-        faust_app(args, rocks=args.mode == "faust-rocks")
+        faust_app(args, rocks=args.mode == "faust-rocks", drain=args.mode == "faust-drain")
     return 0
 
 
