@@ -81,6 +81,8 @@ DOCS_WRITTEN = Counter("shopwatch_state_documents_written_total",
                        "State documents written back to the tables (once per key and commit)")
 RECORDS_BEFORE_SEEK = Counter("shopwatch_records_before_seek_total",
                                "Records taken before a rebalance's seek and left to the next owner (another rebalance came)")
+OFFSET_JUMPS = Counter("shopwatch_offset_jumps_total",
+                       "Records taken past the offset that follows the previous one (or the committed one)")
 HELD_MAX = 500  # entity updates held per stream before a batch goes out anyway (and per message)
 
 ROCKSDB_OPTIONS = {
@@ -166,6 +168,7 @@ class Topology:
         self.delivery = (Delivery(self.sinks, lambda: self.alert_books, scores=self.score_snapshot, rules=rules)
                          if self.sinks else None)
         self.last_offset: dict[tuple, int] = {}  # (source topic, partition) -> last offset read
+        self.taken: dict[int, dict] = {}  # stream -> {(topic, partition): offset of the last record taken}
         self.source_ends = SourceEnds()  # the broker's end offsets of the order sources: what _idle trusts
         self.last_produced: dict[int, float] = {}  # partition -> latest Kafka timestamp of its order records
         self.held: dict[str, list] = {}  # stream -> entity updates not sent yet (batched per shop partition)
@@ -374,10 +377,25 @@ class Topology:
     async def _messages(self, stream):
         """The messages of ``stream``'s events, each once ``_ready`` for it (an event it
         turns down is dropped unacknowledged)."""
+        sid = id(stream)
         async for event in stream.events():
             if not (self.gate.is_set() and self.sought.is_set()) and not await self._ready(event):
                 continue
-            yield event.message
+            m = event.message
+            key = (m.topic, m.partition)
+            taken = self.taken.get(sid)
+            if taken is None:  # (cleared at each rebalance)
+                taken = self.taken[sid] = {}
+            prev = taken.get(key)
+            expected = prev + 1 if prev is not None else committed_offset(self.app.consumer, TP(*key))
+            if expected is not None and m.offset > expected:
+                # a transaction's commit marker takes an offset; anything else is a record
+                # the consumer skipped (faust_fixes.after_seek closes the way it happened)
+                OFFSET_JUMPS.inc()
+                log.warning("%s:%d: offset %d taken %s: offsets %d-%d not taken", m.topic, m.partition, m.offset,
+                            f"after {prev}" if prev is not None else "first after the seek", expected, m.offset - 1)
+            taken[key] = m.offset
+            yield m
 
     # ---------------------------------------------------------------- agents
     def _install(self) -> None:
@@ -511,10 +529,14 @@ class Topology:
 
         async def _reset(*_args, **_kw):
             # what was not written back is not committed either: the new owner reads it again
+            if any(self.taken.values()):
+                log.warning("partitions assigned: state of %d partitions dropped after records were taken "
+                            "since the revocation (sought %s): %s", len(self.taken), self.sought.is_set(), self.taken)
             self.held.clear()
             self.source_ends.clear()
             self.last_produced.clear()
             self.last_offset.clear()
+            self.taken.clear()
             self.order_parts.clear()
             self.chat_parts.clear()
             self.shop_parts.clear()
@@ -522,6 +544,7 @@ class Topology:
 
         async def _revoked(*args, **kw):
             self.sought.clear()  # (a rebalance always revokes first, if only the empty set)
+            self.taken.clear()
             await _reset(*args, **kw)
 
         app.on_partitions_revoked.connect(_revoked)
