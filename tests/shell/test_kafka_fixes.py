@@ -177,31 +177,39 @@ def test_a_read_source_is_not_idle_while_any_order_source_is_still_being_appende
     assert e.idle([refunds], since=0.0, position=at_end) == []
 
 
+class _RebalancingConsumer:
+    """Faust's consumer as after_seek sees it, in a rebalance: what it resumes and seeks
+    goes to ``order``; ``committed`` is what its seek fills in; ``thread`` its aiokafka
+    consumer thread (None: another transport)."""
+
+    def __init__(self, order: list, assigned: set, committed: dict | None = None, thread=None) -> None:
+        self.app = SimpleNamespace(rebalancing=True)
+        self._committed_offset: dict = {}
+        self.order, self.assigned, self.committed = order, assigned, committed or {}
+        if thread is not None:
+            self._thread = thread
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def _is_changelog_tp(self, tp):
+        return tp.topic.endswith("-changelog")
+
+    def resume_partitions(self, tps):
+        self.order.append(("resume", sorted(tps)))
+
+    async def perform_seek(self):
+        await asyncio.sleep(0)
+        self._committed_offset.update(self.committed)
+        self.order.append("seek")
+
+
 def test_stream_partitions_resumed_in_a_rebalance_are_fetched_only_after_the_seek():
     """Faust resumes the stream partitions before its seek and fills _committed_offset at
     the seek's end: records fetched in between were skipped and their copies dropped."""
     orders, changelog = TP("shop.orders", 0), TP("app-orders-changelog", 0)
     order = []
-
-    class C:
-        app = SimpleNamespace(rebalancing=True)
-        _committed_offset: dict = {}
-
-        def assignment(self):
-            return {orders, changelog}
-
-        def _is_changelog_tp(self, tp):
-            return tp.topic.endswith("-changelog")
-
-        def resume_partitions(self, tps):
-            order.append(("resume", sorted(tps)))
-
-        async def perform_seek(self):
-            await asyncio.sleep(0)
-            self._committed_offset[orders] = 7
-            order.append("seek")
-
-    c = C()
+    c = _RebalancingConsumer(order, {orders, changelog}, committed={orders: 7})
     after_seek(c, [lambda: order.append(("hook", dict(c._committed_offset)))])
     c.resume_partitions({changelog})  # table recovery: at once
     c.resume_partitions({orders})  # Recovery._resume_streams: held until the seek
@@ -243,25 +251,7 @@ def test_stream_partitions_held_for_the_seek_are_paused_in_aiokafka_too():
         async def call_thread(self, fun, *args):
             return await fun(*args)
 
-    class C:
-        app = SimpleNamespace(rebalancing=True)
-        _committed_offset: dict = {}
-        _thread = Thread()
-
-        def assignment(self):
-            return {orders, refunds, changelog}
-
-        def _is_changelog_tp(self, tp):
-            return tp.topic.endswith("-changelog")
-
-        def resume_partitions(self, tps):
-            order.append(("resume", sorted(tps)))
-
-        async def perform_seek(self):
-            await asyncio.sleep(0)
-            order.append("seek")
-
-    c = C()
+    c = _RebalancingConsumer(order, {orders, refunds, changelog}, thread=Thread())
     after_seek(c, [lambda: order.append("hook")])
     c.resume_partitions({orders, refunds, changelog})
     asyncio.run(c.perform_seek())
