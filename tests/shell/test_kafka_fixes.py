@@ -13,7 +13,7 @@ from shopwatch.agents.app import build_app
 from shopwatch.agents.faust_fixes import after_seek, seek_uncommitted_to_start
 from shopwatch.agents.settings import settings
 from shopwatch.agents.source_ends import SourceEnds
-from shopwatch.agents.topology import Topology
+from shopwatch.agents.topology import OFFSET_JUMPS, Topology
 from shopwatch.schemas.events import TOPIC_ALERTS
 
 
@@ -321,3 +321,25 @@ def test_after_the_seek_the_alert_books_of_the_assignment_are_recovered_at_once(
     Topology._after_seek(t)
     assert t.sought.is_set()
     assert sorted(t.alert_books) == [1, 3] == sorted(scanned)
+
+
+def test_a_record_taken_past_the_offset_that_follows_is_counted():
+    """The agents see a skipped range (the kill test's hole) as a record taken past the
+    offset following the previous one, or past the committed offset after a seek."""
+    orders = TP("shop.orders", 0)
+
+    class Stream:
+        async def events(self):
+            for off in (12, 13, 13, 20, 22):  # 12 after committed 10; 13 again; 20 after 13; 22 after 20
+                yield SimpleNamespace(message=SimpleNamespace(topic=orders.topic, partition=0, offset=off))
+
+    async def scenario():
+        t = _waiting_topology()
+        t.sought.set()
+        t.taken = {}
+        t.app.consumer = SimpleNamespace(_committed_offset={orders: 10})
+        return [m.offset async for m in Topology._messages(t, Stream())]
+
+    before = OFFSET_JUMPS._value.get()
+    assert asyncio.run(scenario()) == [12, 13, 13, 20, 22]  # every record is still processed
+    assert OFFSET_JUMPS._value.get() - before == 3
