@@ -53,7 +53,7 @@ test-quick: setup
 	$(BIN)/python -m pytest -q -m "not broker and not slow"
 
 # Replay speed (bench/replay_bench.py), then the workers on the local broker next to
-# three baseline consumers (bench/worker_bench.py; WORKER_BENCH_ARGS="--events N ...").
+# four baseline consumers (bench/worker_bench.py; WORKER_BENCH_ARGS="--events N ...").
 bench: setup
 	$(BIN)/python bench/replay_bench.py
 	$(KAFKA) up
