@@ -531,9 +531,6 @@ class Topology:
 
         async def _reset(*_args, **_kw):
             # what was not written back is not committed either: the new owner reads it again
-            if any(self.taken.values()):
-                log.warning("partitions assigned: state of %d partitions dropped after records were taken "
-                            "since the revocation (sought %s): %s", len(self.taken), self.sought.is_set(), self.taken)
             self.held.clear()
             self.source_ends.clear()
             self.last_produced.clear()
