@@ -790,7 +790,7 @@ def main() -> int:
     ap.add_argument("--latency-shops", type=int, default=20,
                     help="shops the latency orders are spread over (default 20; 0: one shop per order)")
     ap.add_argument("--steps", default="a,b,d,c,w1,w2,latency",
-                    help="comma-separated subset of a,b,c,w1,w2,latency (default all; without w1 the latency "
+                    help="comma-separated subset of a,b,d,c,w1,w2,latency (default all; without w1 the latency "
                          "runs at --latency-cap)")
     ap.add_argument("--keep", action="store_true", help="keep the topics and the temporary directory")
     args = ap.parse_args()

@@ -130,28 +130,26 @@ def faust_app(args, rocks: bool, drain: bool = False) -> None:
         counts[ev.key] = counts.get(ev.key, 0) + 1
         seen()
 
+    async def drain_channel(chan) -> None:  # take whatever the channel's queue holds at once
+        queue, consumer = chan.queue, app.consumer
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            for ev in batch:
+                noop(ev)
+                ev.message.ack(consumer)
+
+    def drainer(chan):
+        async def drain_task():  # (a task with no parameter: Faust passes the app to one)
+            await drain_channel(chan)
+        return drain_task
+
     for i, name in enumerate(args.topics.split(",")):
         topic = app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
         if drain:
-            chan = topic.__aiter__()  # the conductor delivers to it from now on
-
-            def drainer(chan):
-                async def drain_task():  # (a task with no parameter: Faust passes the app to one)
-                    await drain(chan)
-                return drain_task
-
-            async def drain(chan):
-                queue, consumer = chan.queue, app.consumer
-                while True:
-                    batch = [await queue.get()]
-                    while not queue.empty():
-                        batch.append(queue.get_nowait())
-                    for ev in batch:
-                        noop(ev)
-                        ev.message.ack(consumer)
-
-            app.task(drainer(chan))
+            app.task(drainer(topic.__aiter__()))  # the conductor delivers to it from now on
             continue
         if rocks:
             async def agent(stream):
